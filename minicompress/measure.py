@@ -1,0 +1,266 @@
+"""What compression is judged by: parameters, nonzeros, MACs, bytes on disk, measured latency.
+
+    count_params(model)                 every parameter element, pruned or not
+    count_nonzero(model)                nonzero elements of the weights the model computes with
+    macs(model, example_input)          multiply-accumulates of one forward pass (torch.utils.flop_counter)
+    size_bytes(model, format="dense")   length of the real serialized file
+    latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
+    summary(model, example_input)       all of the above in a dict
+    format_table(rows, baseline=0)      several summaries as a markdown table with ratios
+
+Every function sees a model's *effective* weights: for a parametrized layer (a pruning mask,
+a fake quantizer) that is what `module.weight` returns, not the stored original. The same
+numbers therefore describe a masked model and the model after `make_permanent`.
+"""
+
+import io
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "effective_state_dict",
+    "count_params",
+    "count_nonzero",
+    "macs",
+    "size_bytes",
+    "latency_ms",
+    "summary",
+    "format_table",
+    "SIZE_FORMATS",
+]
+
+SIZE_FORMATS = ("dense",)
+
+
+def effective_state_dict(model):
+    """The model's state as it computes: parametrized tensors replaced by their current value.
+
+    Keys are those the model would have without parametrizations (`conv1.weight`, not
+    `conv1.parametrizations.weight.original`), so a masked model and its permanent twin give
+    the same keys and values.
+    """
+    state = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # its `original` is reported through the owning module below
+        prefix = f"{module_name}." if module_name else ""
+        for name, tensor in module.named_parameters(recurse=False):
+            state[prefix + name] = tensor.detach()
+        for name, tensor in module.named_buffers(recurse=False):
+            if name in module._non_persistent_buffers_set:
+                continue
+            state[prefix + name] = tensor.detach()
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:
+                with torch.no_grad():
+                    state[prefix + name] = getattr(module, name).detach()
+    return state
+
+
+def count_params(model):
+    """Number of parameter elements, pruned ones included (the dense size)."""
+    return sum(t.numel() for t in _parameter_tensors(model))
+
+
+def count_nonzero(model):
+    """Number of nonzero parameter elements of the effective weights (zeros are what pruning buys)."""
+    return sum(int(torch.count_nonzero(t)) for t in _parameter_tensors(model))
+
+
+def macs(model, example_input):
+    """Multiply-accumulate operations of one forward pass on `example_input`.
+
+    Counted by `torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per MAC for
+    matrix products and convolutions, so MACs = FLOPs / 2. Only matmul-like ops are counted
+    (BatchNorm, activations and pooling are not), as in Li et al. 2017 and the MIT labs.
+    Zeros in the weights do not reduce the count: dense kernels multiply them anyway.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _forward(model, example_input)
+    return counter.get_total_flops() // 2
+
+
+def size_bytes(model, format="dense"):
+    """Length in bytes of the model's effective state serialized with `torch.save`.
+
+    Args:
+        format: "dense" stores every element (float32 weights take 4 bytes each, zeros
+            included).
+    """
+    if format not in SIZE_FORMATS:
+        raise ValueError(
+            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
+        )
+    buffer = io.BytesIO()
+    torch.save(
+        {k: v.cpu().contiguous() for k, v in effective_state_dict(model).items()},
+        buffer,
+    )
+    return buffer.getbuffer().nbytes
+
+
+def latency_ms(model, example_input, threads=1, min_run_time=0.2):
+    """Median wall time of one forward pass in milliseconds, measured by `torch.utils.benchmark`.
+
+    The model runs in eval mode under `torch.no_grad()` with `threads` intra-op threads;
+    `Timer.blocked_autorange` repeats it for at least `min_run_time` seconds after warm-up.
+    The mode the model was in is restored afterwards.
+    """
+    from torch.utils import benchmark
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    _forward(model, example_input)  # warm-up, and a clear error on a shape mismatch
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            timer = benchmark.Timer(
+                stmt="model(x)",
+                globals={"model": model, "x": example_input},
+                num_threads=threads,
+            )
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+    return measurement.median * 1e3
+
+
+def summary(model, example_input, threads=1, accuracy=None):
+    """The model's measurements in one dict.
+
+    Keys: "params", "nonzeros", "sparsity" (fraction of parameter elements that are zero),
+    "macs", "size_bytes", "latency_ms", and "accuracy" when given.
+    """
+    params = count_params(model)
+    nonzeros = count_nonzero(model)
+    row = {
+        "params": params,
+        "nonzeros": nonzeros,
+        "sparsity": 1 - nonzeros / params if params else 0.0,
+        "macs": macs(model, example_input),
+        "size_bytes": size_bytes(model),
+        "latency_ms": latency_ms(model, example_input, threads=threads),
+    }
+    if accuracy is not None:
+        row["accuracy"] = accuracy
+    return row
+
+
+# Columns of `format_table`: key, header, how a value prints, whether a ratio baseline/value is shown.
+_COLUMNS = (
+    ("accuracy", "accuracy", lambda v: f"{100 * v:.2f} %", False),
+    ("params", "params", lambda v: f"{v:,}", True),
+    ("nonzeros", "nonzeros", lambda v: f"{v:,}", True),
+    ("macs", "MACs", lambda v: f"{v:,}", True),
+    ("size_bytes", "size", lambda v: _human_bytes(v), True),
+    ("latency_ms", "latency", lambda v: f"{v:.3f} ms", True),
+)
+
+
+def format_table(rows, baseline=0):
+    """Render summaries as a markdown table, with "x N" ratios against the baseline row.
+
+    Args:
+        rows: a dict {name: summary} or a list of summaries that carry a "name" key.
+        baseline: name or index of the row the ratios are taken against (baseline / row, so
+            "x 4.0" under size means four times smaller), or None for no ratios.
+
+    Columns appear only when every row has that key.
+    """
+    if isinstance(rows, dict):
+        rows = [{"name": name, **row} for name, row in rows.items()]
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows is empty: nothing to tabulate")
+    names = [str(row.get("name", i)) for i, row in enumerate(rows)]
+    if baseline is None:
+        base = None
+    elif isinstance(baseline, int) and not isinstance(baseline, bool):
+        if not -len(rows) <= baseline < len(rows):
+            raise ValueError(
+                f"baseline index {baseline} is out of range for {len(rows)} rows"
+            )
+        base = rows[baseline]
+    elif baseline in names:
+        base = rows[names.index(baseline)]
+    else:
+        raise ValueError(
+            f"baseline {baseline!r} is neither a row index nor one of the names {names}"
+        )
+    columns = [c for c in _COLUMNS if all(c[0] in row for row in rows)]
+    header = ["method"] + [title for _, title, _, _ in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in zip(names, rows):
+        cells = [name]
+        for key, _, show, ratio in columns:
+            cell = show(row[key])
+            if ratio and base is not None and row[key]:
+                cell += f" (x {base[key] / row[key]:.2f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parameter_tensors(model):
+    # Effective values of every parameter, parametrized ones included, buffers excluded.
+    names = set(_parameter_names(model))
+    state = effective_state_dict(model)
+    return [state[name] for name in names]
+
+
+def _parameter_names(model):
+    for module_name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        for name, _ in module.named_parameters(recurse=False):
+            yield prefix + name
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:
+                yield prefix + name
+
+
+def _forward(model, example_input):
+    """Run one eval-mode forward pass, turning a shape mismatch into a clear ValueError."""
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"example_input must be a tensor, got {type(example_input).__name__}"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(example_input)
+    except RuntimeError as error:
+        expected = _expected_input(model)
+        raise ValueError(
+            f"example_input of shape {tuple(example_input.shape)} does not fit the model"
+            + (f", whose first layer {expected}" if expected else "")
+            + f": {error}"
+        ) from error
+    finally:
+        model.train(was_training)
+
+
+def _expected_input(model):
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return f"{name!r} ({type(module).__name__}) expects {module.in_channels} input channels, shape (B, {module.in_channels}, H, W)"
+        if isinstance(module, nn.Linear):
+            return f"{name!r} (Linear) expects {module.in_features} input features, shape (B, {module.in_features})"
+    return None
+
+
+def _human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024

@@ -1,0 +1,169 @@
+"""The trade-off study: train one baseline, apply many compression methods to copies of it,
+measure every result the same way, tabulate and plot.
+
+    run_study(methods, dataset, model, ...)  -> list of rows (dicts), one per method
+    plot_study(rows, path=None)              -> accuracy against size on disk, one point per method
+    METHODS                                  name -> method(model, context) -> compressed model
+
+A method receives a deep copy of the trained baseline and a `StudyContext` (the loaders, an
+example input, the epoch budget for fine-tuning, the device) and returns the compressed model,
+which may be the same object changed in place or a new, smaller one. The study then measures
+its accuracy, parameters, nonzeros, MACs, bytes and latency with `minicompress.measure`.
+"""
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import data, measure, models, train
+
+__all__ = ["METHODS", "StudyContext", "run_study", "plot_study"]
+
+
+@dataclass
+class StudyContext:
+    """What a method may use: data, an example input, a fine-tuning budget, a device."""
+
+    train_loader: torch.utils.data.DataLoader
+    test_loader: torch.utils.data.DataLoader
+    example_input: torch.Tensor  # (1, C, H, W), on the CPU
+    epochs: (
+        int  # the baseline's training epochs; fine-tuning budgets are fractions of it
+    )
+    lr: float
+    device: torch.device
+    progress: bool = False
+
+
+def baseline(model, context):
+    """The trained model, unchanged: the row every ratio is taken against."""
+    return model
+
+
+METHODS = {
+    "baseline": baseline,
+}
+
+
+def run_study(
+    methods=("baseline",),
+    dataset="mnist5k",
+    model="lenet5",
+    epochs=15,
+    batch_size=64,
+    lr=3e-3,
+    seed=0,
+    device=None,
+    threads=1,
+    progress=True,
+):
+    """Train `model` on `dataset`, apply each method to a copy, and measure every result.
+
+    Args:
+        methods: names from `METHODS`, run in order; "baseline" is added first if missing.
+        dataset: a name from `minicompress.data.DATASETS`.
+        model: a name from `minicompress.models.MODELS`.
+        epochs: baseline training epochs (Adam, one-cycle schedule, shifted-image augmentation).
+        batch_size, lr, seed: training settings; the seed fixes data order and initialisation.
+        device: "cpu", "cuda", "auto" or None (CPU). Latency is always measured on the CPU
+            with `threads` threads.
+        progress: show progress bars.
+
+    Returns:
+        A list of dicts, one per method in order: "name", "accuracy", the keys of
+        `measure.summary` and "seconds" (time the method took, training included).
+    """
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"
+        )
+    if "baseline" not in methods:
+        methods.insert(0, "baseline")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+
+    device = train.resolve_device(device)
+    train.seed_everything(seed)
+    train_loader, test_loader = data.loaders(
+        dataset, batch_size=batch_size, seed=seed, augment=True
+    )
+    shape = data.input_shape(dataset)
+    net = build_for(model, dataset)
+    example_input = torch.randn(1, *shape)
+    context = StudyContext(
+        train_loader, test_loader, example_input, epochs, lr, device, progress
+    )
+
+    start = time.perf_counter()
+    train.fit(
+        net,
+        train_loader,
+        epochs,
+        lr=lr,
+        device=device,
+        progress=progress,
+        schedule="onecycle",
+    )
+    trained_seconds = time.perf_counter() - start
+
+    rows = []
+    for name in methods:
+        train.seed_everything(seed)
+        start = time.perf_counter()
+        compressed = METHODS[name](copy.deepcopy(net), context)
+        seconds = (
+            time.perf_counter()
+            - start
+            + (trained_seconds if name == "baseline" else 0.0)
+        )
+        accuracy = train.evaluate(compressed, test_loader, device=device)
+        compressed = compressed.cpu()
+        row = {
+            "name": name,
+            **measure.summary(
+                compressed, example_input, threads=threads, accuracy=accuracy
+            ),
+        }
+        row["seconds"] = seconds
+        rows.append(row)
+    return rows
+
+
+def build_for(model, dataset):
+    """Build reference model `model` shaped for `dataset`'s images and ten classes."""
+    channels, height, _ = data.input_shape(dataset)
+    options = {"input_size": height} if model == "lenet300" else {}
+    return models.build(model, num_classes=10, in_channels=channels, **options)
+
+
+def plot_study(rows, path=None, title=None):
+    """Plot test accuracy against size on disk (log scale), one labelled point per method.
+
+    Returns the matplotlib figure; also saves it as PNG when `path` is given.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        size_kib = row["size_bytes"] / 1024
+        ax.scatter(size_kib, 100 * row["accuracy"], s=40)
+        ax.annotate(
+            row["name"],
+            (size_kib, 100 * row["accuracy"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=9,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("size of the serialized model (KiB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Accuracy against size: up and to the left is better")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
