@@ -13,13 +13,26 @@ its accuracy, parameters, nonzeros, MACs, bytes and latency with `minicompress.m
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from . import data, measure, models, train
 
-__all__ = ["METHODS", "StudyContext", "run_study", "plot_study"]
+__all__ = [
+    "METHODS",
+    "NotApplicable",
+    "StudyContext",
+    "run_study",
+    "plot_study",
+    "build_for",
+]
+
+
+class NotApplicable(Exception):
+    """Raised by a method that cannot apply to the study's model (slimming needs BatchNorm,
+    say). The study leaves that method's row out and reports why in `skipped`."""
 
 
 @dataclass
@@ -73,7 +86,8 @@ def run_study(
 
     Returns:
         A list of dicts, one per method in order: "name", "accuracy", the keys of
-        `measure.summary` and "seconds" (time the method took, training included).
+        `measure.summary` and "seconds" (time the method took, training included). A method
+        that raises `NotApplicable` has no row; a warning says which and why.
     """
     methods = list(methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -110,11 +124,15 @@ def run_study(
     )
     trained_seconds = time.perf_counter() - start
 
-    rows = []
+    rows, skipped = [], {}
     for name in methods:
         train.seed_everything(seed)
         start = time.perf_counter()
-        compressed = METHODS[name](copy.deepcopy(net), context)
+        try:
+            compressed = METHODS[name](copy.deepcopy(net), context)
+        except NotApplicable as reason:
+            skipped[name] = str(reason)
+            continue
         seconds = (
             time.perf_counter()
             - start
@@ -130,6 +148,9 @@ def run_study(
         }
         row["seconds"] = seconds
         rows.append(row)
+    if skipped:
+        for name, reason in skipped.items():
+            warnings.warn(f"study method {name!r} skipped: {reason}", stacklevel=2)
     return rows
 
 
