@@ -1,4 +1,27 @@
 """Pruning: fine-grained masks (unstructured, N:M, schedules, lottery tickets, pruning at
 initialization) and structured channel pruning with real model surgery (criteria, Network
 Slimming and its YOLO-lineage variants).
+
+Fine-grained masks (weights keep their shape; pruned entries are held at zero by a
+`torch.nn.utils.parametrize` mask, so training, `state_dict` and optimizers work unchanged):
+
+    masks          Mask, prunable_layers, apply_mask, get_mask, is_pruned, sparsity, make_permanent
+    unstructured   prune_unstructured (magnitude / random, global / layer), prune_by_scores,
+                   prune_to_sparsity, prune_ln_structured
 """
+
+from .masks import (
+    Mask,
+    apply_mask,
+    get_mask,
+    is_pruned,
+    make_permanent,
+    prunable_layers,
+    sparsity,
+)
+from .unstructured import (
+    prune_by_scores,
+    prune_ln_structured,
+    prune_to_sparsity,
+    prune_unstructured,
+)

@@ -1,0 +1,279 @@
+"""Magnitude and random pruning masks: single weights (unstructured) or whole rows (Ln-structured).
+
+Han, Pool, Tran, Dally, "Learning both Weights and Connections for Efficient Neural
+Networks", NeurIPS 2015, arXiv:1506.02626: remove the weights of smallest magnitude, then
+retrain the survivors. With scores s (|W| for magnitude pruning, uniform noise for the
+random baseline) and k the number of weights to remove,
+
+    τ = k-th smallest s over the weights still alive,   M = M_old ∧ (s > τ)
+
+"global" scope takes one τ over every layer at once (layers with small weights lose more);
+"layer" scope takes a τ per layer, so each layer loses the same fraction. Structured masks
+(Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710) score
+whole rows (output neurons, filters) by their Ln norm and zero the weakest rows; removing
+them physically is the job of `minicompress.pruning.structured`.
+
+Entry points:
+    prune_unstructured(model, amount, method, scope, exclude)   magnitude or random, exact counts
+    prune_by_scores(model, scores, amount, scope)               any importance scores, larger = keep
+    prune_to_sparsity(model, sparsity, method, scope, exclude)  top up to a sparsity target
+    prune_ln_structured(model, amount, n, dim, exclude)         whole rows / filters by Ln norm
+
+`amount` is always the fraction of the weights *still alive* to remove, k = round(amount · n_alive),
+the rule of `torch.nn.utils.prune` (whose masks these match), so repeated calls compound:
+two calls with 0.5 leave a quarter of the weights.
+"""
+
+import numbers
+
+import torch
+
+from .masks import _check_fraction, apply_mask, get_mask, prunable_layers
+
+__all__ = [
+    "prune_unstructured",
+    "prune_by_scores",
+    "prune_to_sparsity",
+    "prune_ln_structured",
+    "METHODS",
+    "SCOPES",
+]
+
+METHODS = ("magnitude", "random")
+SCOPES = ("global", "layer")
+
+
+def prune_unstructured(model, amount, method="magnitude", scope="global", exclude=()):
+    """Zero the `amount` fraction of alive weights with the smallest |W| (or at random).
+
+    Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
+    NeurIPS 2015, arXiv:1506.02626. Score s = |W ⊙ M_old| (magnitude) or s ~ U(0, 1)
+    (random); drop the k = round(amount · n_alive) alive weights of lowest score, over all
+    layers at once ("global") or within each layer ("layer").
+
+    Args:
+        model: an `nn.Module`; every Conv and Linear weight is pruned unless excluded.
+        amount: fraction of the alive weights to remove, a float in [0, 1).
+        method: "magnitude" (L1 of each weight) or "random" (uses torch's global RNG, so
+            `torch.manual_seed` fixes it).
+        scope: "global" (one threshold over all pruned layers) or "layer" (the same
+            fraction removed from each layer).
+        exclude: layer names to leave dense (a str or a list of str).
+
+    Returns:
+        The model, pruned in place (Mask parametrizations on the weights).
+
+    Raises:
+        TypeError: amount is not a number.
+        ValueError: amount outside [0, 1), unknown method or scope, no prunable layers, an
+            excluded name that is not a prunable layer. The model is unchanged.
+
+    Example:
+        >>> from minicompress.pruning import prune_unstructured, sparsity
+        >>> net = torch.nn.Sequential(torch.nn.Linear(10, 10))
+        >>> print(sparsity(prune_unstructured(net, 0.3)))
+        0.3
+    """
+    amount = _check_fraction(amount, "amount")
+    _check_choice(method, "method", METHODS)
+    _check_choice(scope, "scope", SCOPES)
+    layers = prunable_layers(model, exclude)
+    scores = _scores(layers, method)
+    masks = _drop_lowest(
+        layers, scores, scope, lambda alive, total: round(amount * alive)
+    )
+    return _commit(layers, masks, model)
+
+
+def prune_by_scores(model, scores, amount, scope="global"):
+    """Zero the `amount` fraction of alive weights with the lowest importance `scores`.
+
+    The mask rule of `prune_unstructured` with the scores passed in: SNIP, GraSP and
+    SynFlow (`minicompress.pruning.at_init`) compute scores and prune through here.
+
+    Args:
+        model: the model whose layers the scores belong to.
+        scores: dict {layer name: tensor of that layer's weight shape}, larger = keep; the
+            layers pruned are exactly the keys. Scores are used as given (no absolute
+            value), so negative scores are pruned first.
+        amount: fraction of the alive weights to remove, a float in [0, 1).
+        scope: "global" or "layer", as in `prune_unstructured`.
+
+    Returns:
+        The model, pruned in place.
+    """
+    amount = _check_fraction(amount, "amount")
+    _check_choice(scope, "scope", SCOPES)
+    layers = _layers_for_scores(model, scores)
+    masks = _drop_lowest(
+        layers, scores, scope, lambda alive, total: round(amount * alive)
+    )
+    return _commit(layers, masks, model)
+
+
+def prune_to_sparsity(
+    model, sparsity, method="magnitude", scope="global", exclude=(), scores=None
+):
+    """Prune until a fraction `sparsity` of the weights is masked, counting earlier masks.
+
+    Schedules need a target, not an increment: with N weights of which z are already
+    masked, k = round(sparsity · N) − z more are removed (none when z is already at or
+    above the target; pruning never un-prunes). With scope "layer" the target holds in
+    each layer.
+
+    Args:
+        sparsity: target fraction of masked weights, a float in [0, 1).
+        method, scope, exclude: as in `prune_unstructured`.
+        scores: optional dict {layer name: tensor} overriding `method` and `exclude`, as in
+            `prune_by_scores`.
+
+    Returns:
+        The model, pruned in place.
+    """
+    sparsity = _check_fraction(sparsity, "sparsity")
+    _check_choice(scope, "scope", SCOPES)
+    if scores is None:
+        _check_choice(method, "method", METHODS)
+        layers = prunable_layers(model, exclude)
+        scores = _scores(layers, method)
+    else:
+        layers = _layers_for_scores(model, scores)
+    masks = _drop_lowest(
+        layers,
+        scores,
+        scope,
+        lambda alive, total: max(0, round(sparsity * total) - (total - alive)),
+    )
+    return _commit(layers, masks, model)
+
+
+def prune_ln_structured(model, amount, n=2, dim=0, exclude=()):
+    """Zero whole slices along `dim` (rows of a Linear, filters of a conv) of lowest Ln norm.
+
+    Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710 (n = 1).
+    For slice j along `dim`, score_j = ‖W[j]‖_n over all other dimensions; among the
+    slices not yet entirely masked, the round(amount · n_alive) of lowest score are zeroed
+    in every layer. Masks only: the layer keeps its shape.
+
+    Shapes: Linear weight (out, in), conv weight (C_out, C_in, kH, kW); dim=0 zeros output
+    neurons / filters, dim=1 input features / channels.
+
+    Args:
+        amount: fraction of the alive slices per layer to remove, a float in [0, 1).
+        n: the norm's order, a number > 0 or math.inf.
+        dim: the dimension whose slices are pruned, an int valid for every pruned weight.
+        exclude: layer names to leave dense; the final classifier is a usual choice, since
+            zeroing its rows removes classes.
+
+    Returns:
+        The model, pruned in place.
+    """
+    amount = _check_fraction(amount, "amount")
+    if isinstance(n, bool) or not isinstance(n, numbers.Real) or not n > 0:
+        raise ValueError(f"n must be a number > 0 (or math.inf), got {n!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {dim!r}")
+    layers = prunable_layers(model, exclude)
+    masks = {}
+    for name, module in layers.items():
+        weight = module.weight.detach()
+        if not -weight.dim() <= dim < weight.dim():
+            raise ValueError(
+                f"dim must be in [{-weight.dim()}, {weight.dim() - 1}] for layer {name!r} "
+                f"with weight shape {tuple(weight.shape)}, got {dim}"
+            )
+        masks[name] = _ln_structured_mask(
+            weight, get_mask(module), amount, n, dim % weight.dim()
+        )
+    return _commit(layers, masks, model)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _scores(layers, method):
+    with torch.no_grad():
+        if method == "magnitude":
+            return {name: m.weight.detach().abs() for name, m in layers.items()}
+        return {
+            name: torch.rand(m.weight.shape, device=m.weight.device)
+            for name, m in layers.items()
+        }
+
+
+def _drop_lowest(layers, scores, scope, count):
+    """New masks: in each layer (or over all layers), drop the lowest-scored alive weights.
+
+    count(n_alive, n_total) gives how many to drop. Only alive weights compete, in the
+    order torch.nn.utils.prune flattens them, so torch.topk breaks ties as torch does.
+    """
+    old = {name: get_mask(module) for name, module in layers.items()}
+    groups = [[name] for name in layers] if scope == "layer" else [list(layers)]
+    new = {}
+    for names in groups:
+        device = old[names[0]].device
+        alive = torch.cat(
+            [scores[n].detach().to(device)[old[n]].flatten() for n in names]
+        )
+        total = sum(old[n].numel() for n in names)
+        k = count(alive.numel(), total)
+        drop = torch.zeros(alive.numel(), dtype=torch.bool, device=device)
+        if k > 0:  # topk with k = 0 is fine, but there is nothing to do
+            drop[torch.topk(alive, k, largest=False).indices] = True
+        chunks = drop.split([int(old[n].sum()) for n in names])
+        for n, chunk in zip(names, chunks):
+            mask = old[n].clone()
+            mask[old[n]] = ~chunk  # row-major order, as the alive scores were taken
+            new[n] = mask
+    return new
+
+
+def _ln_structured_mask(weight, old, amount, n, dim):
+    other = [d for d in range(weight.dim()) if d != dim]
+    alive_rows = old.sum(dim=other) != 0  # slices not already entirely masked
+    norms = torch.linalg.vector_norm(weight, ord=n, dim=other)  # (weight.shape[dim],)
+    n_alive = int(alive_rows.sum())
+    keep = n_alive - round(amount * n_alive)
+    kept_rows = torch.zeros_like(alive_rows)
+    alive_index = alive_rows.nonzero().flatten()
+    kept_rows[alive_index[torch.topk(norms[alive_rows], keep).indices]] = True
+    shape = [1] * weight.dim()
+    shape[dim] = -1
+    return old & kept_rows.view(shape)
+
+
+def _layers_for_scores(model, scores):
+    if not isinstance(scores, dict) or not scores:
+        raise TypeError(
+            f"scores must be a non-empty dict {{layer name: tensor}}, got {scores!r:.80}"
+        )
+    layers = prunable_layers(model)
+    unknown = [name for name in scores if name not in layers]
+    if unknown:
+        raise ValueError(
+            f"scores name layers {unknown} that are not prunable layers of the model; "
+            f"allowed names: {', '.join(layers)}"
+        )
+    for name, tensor in scores.items():
+        shape = layers[name].weight.shape
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor
+            raise ValueError(
+                f"scores[{name!r}] must be a tensor of shape {tuple(shape)}, got {got!r:.80}"
+            )
+    return {name: layers[name] for name in scores}
+
+
+def _commit(layers, masks, model):
+    # Every mask is computed before the first one is applied: a failure above leaves the
+    # model untouched.
+    for name, module in layers.items():
+        apply_mask(module, masks[name])
+    return model
+
+
+def _check_choice(value, arg, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"unknown {arg} {value!r}; choose one of {', '.join(map(repr, allowed))}"
+        )
