@@ -3,7 +3,8 @@
     count_params(model)                 every parameter element, pruned or not
     count_nonzero(model)                nonzero elements of the weights the model computes with
     macs(model, example_input)          multiply-accumulates of one forward pass (torch.utils.flop_counter)
-    size_bytes(model, format="dense")   length of the real serialized file
+    size_bytes(model, format="dense")   length of the real serialized file ("dense", "csr", "bitmask")
+    encode_tensor / decode_tensor       one tensor in a sparse storage format and back
     latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
     summary(model, example_input)       all of the above in a dict
     format_table(rows, baseline=0)      several summaries as a markdown table with ratios
@@ -14,7 +15,10 @@ numbers therefore describe a masked model and the model after `make_permanent`.
 """
 
 import io
+import logging
+import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -30,9 +34,12 @@ __all__ = [
     "summary",
     "format_table",
     "SIZE_FORMATS",
+    "encode_tensor",
+    "decode_tensor",
 ]
 
-SIZE_FORMATS = ("dense",)
+# How `size_bytes` stores each tensor of two or more dimensions (see `encode_tensor`).
+SIZE_FORMATS = ("dense", "csr", "bitmask")
 
 
 def effective_state_dict(model):
@@ -88,8 +95,17 @@ def size_bytes(model, format="dense"):
     """Length in bytes of the model's effective state serialized with `torch.save`.
 
     Args:
-        format: "dense" stores every element (float32 weights take 4 bytes each, zeros
-            included).
+        format: how each tensor of two or more dimensions (the weights) is stored; 1-D
+            tensors (biases, BatchNorm statistics) and scalars are always dense.
+            "dense": every element, zeros included (4 bytes per float32 element).
+            "csr": the weight reshaped to (rows, cols) = (shape[0], rest) in compressed
+            sparse rows: nonzero values + int32 column indices + int32 row pointers,
+            4·nnz + 4·nnz + 4·(rows + 1) bytes for float32. Each kept value costs 8 bytes,
+            so CSR is smaller than dense only below about 50 % density.
+            "bitmask": one bit per element saying zero or not (packed 8 to a byte) + the
+            nonzero values, ceil(numel / 8) + 4·nnz bytes: smaller than dense below
+            31/32 density and smaller than CSR above about 1/32.
+            Each format adds `torch.save`'s own framing, a few hundred bytes per tensor.
     """
     if format not in SIZE_FORMATS:
         raise ValueError(
@@ -97,10 +113,73 @@ def size_bytes(model, format="dense"):
         )
     buffer = io.BytesIO()
     torch.save(
-        {k: v.cpu().contiguous() for k, v in effective_state_dict(model).items()},
+        {
+            k: encode_tensor(v.cpu().contiguous(), format)
+            for k, v in effective_state_dict(model).items()
+        },
         buffer,
     )
     return buffer.getbuffer().nbytes
+
+
+def encode_tensor(tensor, format):
+    """`tensor` in storage format `format` (see `size_bytes`): what `size_bytes` serializes.
+
+    "dense" and tensors of fewer than two dimensions come back unchanged. "csr" gives a
+    dict of "values", "col_indices" and "crow_indices" (int32) of the tensor reshaped to
+    (shape[0], -1), built by `torch.Tensor.to_sparse_csr`; "bitmask" gives "bits" (uint8,
+    `numpy.packbits` of `tensor != 0` in row-major order) and "values". Both also carry
+    "format" and "shape". `decode_tensor` inverts it exactly.
+    """
+    if format not in SIZE_FORMATS:
+        raise ValueError(
+            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
+        )
+    if format == "dense" or tensor.dim() < 2:
+        return tensor
+    if tensor.numel() >= 2**31:
+        raise ValueError(
+            f"a tensor of {tensor.numel():,} elements does not fit int32 indices"
+        )
+    tensor = tensor.detach().cpu()
+    if format == "csr":
+        matrix = tensor.reshape(tensor.shape[0], -1).to_sparse_csr()  # (rows, cols)
+        return {
+            "format": "csr",
+            "shape": tuple(tensor.shape),
+            "values": matrix.values(),
+            "col_indices": matrix.col_indices().to(torch.int32),
+            "crow_indices": matrix.crow_indices().to(torch.int32),
+        }
+    nonzero = (tensor != 0).flatten()
+    return {
+        "format": "bitmask",
+        "shape": tuple(tensor.shape),
+        "bits": torch.from_numpy(np.packbits(nonzero.numpy())),
+        "values": tensor.flatten()[nonzero],
+    }
+
+
+def decode_tensor(encoded):
+    """The dense tensor that `encode_tensor` encoded."""
+    if isinstance(encoded, torch.Tensor):
+        return encoded
+    shape = encoded["shape"]
+    values = encoded["values"]
+    if encoded["format"] == "csr":
+        rows = shape[0]
+        matrix = torch.sparse_csr_tensor(
+            encoded["crow_indices"].long(),
+            encoded["col_indices"].long(),
+            values,
+            size=(rows, math.prod(shape) // rows if rows else 0),
+        )
+        return matrix.to_dense().reshape(shape)
+    numel = math.prod(shape)
+    bits = np.unpackbits(encoded["bits"].numpy(), count=numel).astype(bool)
+    dense = torch.zeros(numel, dtype=values.dtype)
+    dense[torch.from_numpy(bits)] = values
+    return dense.reshape(shape)
 
 
 def latency_ms(model, example_input, threads=1, min_run_time=0.2):
@@ -110,8 +189,7 @@ def latency_ms(model, example_input, threads=1, min_run_time=0.2):
     `Timer.blocked_autorange` repeats it for at least `min_run_time` seconds after warm-up.
     The mode the model was in is restored afterwards.
     """
-    from torch.utils import benchmark
-
+    benchmark = _import_benchmark()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     _forward(model, example_input)  # warm-up, and a clear error on a shape mismatch
@@ -257,6 +335,19 @@ def _expected_input(model):
         if isinstance(module, nn.Linear):
             return f"{name!r} (Linear) expects {module.in_features} input features, shape (B, {module.in_features})"
     return None
+
+
+def _import_benchmark():
+    # torch.utils.benchmark imports cpp_extension, which logs a warning on CUDA builds of
+    # torch running without a GPU; it concerns compiling extensions, not timing, so hide it.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
 
 
 def _human_bytes(n):
