@@ -17,6 +17,7 @@ numbers therefore describe a masked model and the model after `make_permanent`.
 import io
 import logging
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -51,8 +52,10 @@ def effective_state_dict(model):
     """
     state = {}
     for module_name, module in model.named_modules():
-        if isinstance(module, parametrize.ParametrizationList):
-            continue  # its `original` is reported through the owning module below
+        if ".parametrizations." in f".{module_name}.":
+            # The original tensor and the parametrizations' own state (a pruning mask, say)
+            # are reported through the owning module's effective value below.
+            continue
         prefix = f"{module_name}." if module_name else ""
         for name, tensor in module.named_parameters(recurse=False):
             state[prefix + name] = tensor.detach()
@@ -143,7 +146,9 @@ def encode_tensor(tensor, format):
         )
     tensor = tensor.detach().cpu()
     if format == "csr":
-        matrix = tensor.reshape(tensor.shape[0], -1).to_sparse_csr()  # (rows, cols)
+        with warnings.catch_warnings():  # torch flags its sparse CSR support as beta
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = tensor.reshape(tensor.shape[0], -1).to_sparse_csr()  # (rows, cols)
         return {
             "format": "csr",
             "shape": tuple(tensor.shape),
@@ -173,6 +178,7 @@ def decode_tensor(encoded):
             encoded["col_indices"].long(),
             values,
             size=(rows, math.prod(shape) // rows if rows else 0),
+            check_invariants=True,
         )
         return matrix.to_dense().reshape(shape)
     numel = math.prod(shape)
