@@ -8,6 +8,7 @@ Fine-grained masks (weights keep their shape; pruned entries are held at zero by
     masks          Mask, prunable_layers, apply_mask, get_mask, is_pruned, sparsity, make_permanent
     unstructured   prune_unstructured (magnitude / random, global / layer), prune_by_scores,
                    prune_to_sparsity, prune_ln_structured
+    n_m            n_m_mask, prune_n_m (N:M semi-structured, 2:4 for sparse tensor cores)
 """
 
 from .masks import (
@@ -19,6 +20,7 @@ from .masks import (
     prunable_layers,
     sparsity,
 )
+from .n_m import n_m_mask, prune_n_m
 from .unstructured import (
     prune_by_scores,
     prune_ln_structured,
