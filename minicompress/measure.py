@@ -283,6 +283,8 @@ def format_table(rows, baseline=0):
         cells = [name]
         for key, _, show, ratio in columns:
             cell = show(row[key])
+            if key == "size_bytes" and row.get("size_format", "dense") != "dense":
+                cell += f" {row['size_format']}"
             if ratio and base is not None and row[key]:
                 cell += f" (x {base[key] / row[key]:.2f})"
             cells.append(cell)

@@ -86,7 +86,9 @@ def run_study(
 
     Returns:
         A list of dicts, one per method in order: "name", "accuracy", the keys of
-        `measure.summary` and "seconds" (time the method took, training included). A method
+        `measure.summary`, "seconds" (time the method took, training included), and
+        "size_format": "size_bytes" is the smallest file among `measure.SIZE_FORMATS`
+        (dense for a dense model, CSR or bitmask for a pruned one) and this names it. A method
         that raises `NotApplicable` has no row; a warning says which and why.
     """
     methods = list(methods)
@@ -146,6 +148,13 @@ def run_study(
                 compressed, example_input, threads=threads, accuracy=accuracy
             ),
         }
+        # A pruned model is only smaller on disk in a sparse format: report the smallest
+        # real file among the formats measure knows, and which format that was.
+        sizes = {
+            f: measure.size_bytes(compressed, format=f) for f in measure.SIZE_FORMATS
+        }
+        row["size_format"] = min(sizes, key=sizes.get)
+        row["size_bytes"] = sizes[row["size_format"]]
         row["seconds"] = seconds
         rows.append(row)
     if skipped:

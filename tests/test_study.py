@@ -1,8 +1,9 @@
 import json
 
 import pytest
+import torch
 
-from minicompress import study
+from minicompress import measure, study
 from minicompress.__main__ import main
 
 
@@ -13,6 +14,7 @@ def test_run_study_trains_and_measures_a_baseline_row():
     (row,) = rows
     assert row["name"] == "baseline" and 0.8 < row["accuracy"] <= 1.0
     assert row["params"] == 64 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    assert row["size_format"] == "dense"  # nothing pruned: no sparse format is smaller
 
 
 def test_a_method_that_does_not_apply_is_skipped_with_a_warning(monkeypatch):
@@ -27,6 +29,23 @@ def test_a_method_that_does_not_apply_is_skipped_with_a_warning(monkeypatch):
             ["needs_bn"], dataset="digits", model="lenet300", epochs=1, progress=False
         )
     assert [r["name"] for r in rows] == ["baseline"]
+
+
+def test_a_pruned_model_is_sized_in_its_smallest_format(monkeypatch):
+    def zero_most_weights(model, context):
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.weight[:, 1:] = 0.0  # keep one column: about 1 % of weights
+        return model
+
+    monkeypatch.setitem(study.METHODS, "zeros", zero_most_weights)
+    rows = study.run_study(
+        ["zeros"], dataset="digits", model="lenet300", epochs=1, progress=False
+    )
+    dense = measure.size_bytes(study.build_for("lenet300", "digits"))
+    assert rows[1]["size_format"] in ("csr", "bitmask")
+    assert rows[1]["size_bytes"] < dense / 5 and rows[0]["size_format"] == "dense"
 
 
 def test_unknown_methods_are_rejected():
