@@ -1,5 +1,7 @@
 """Tests of minicompress.pruning.masks: the Mask parametrization and what works on it."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -162,3 +164,16 @@ def test_prunable_layers_errors_name_what_is_allowed():
         prunable_layers(small_net(), exclude=["0", "3"])
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         prunable_layers("lenet5")
+
+
+def test_make_permanent_on_a_deepcopy_leaves_the_original_masked_and_working():
+    # torch gives a deepcopy the same injected ParametrizedLinear class; removing the
+    # copy's parametrization must not strip the original's `weight` property.
+    net = small_net()
+    apply_mask(net[3], torch.rand(3, 32) > 0.5)
+    twin = make_permanent(copy.deepcopy(net))
+    x = torch.randn(2, 1, 6, 6)
+    torch.testing.assert_close(net(x), twin(x))
+    assert is_pruned(net[3]) and not is_pruned(twin[3])
+    make_permanent(net)
+    torch.testing.assert_close(net(x), twin(x))

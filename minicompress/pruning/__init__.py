@@ -9,8 +9,22 @@ Fine-grained masks (weights keep their shape; pruned entries are held at zero by
     unstructured   prune_unstructured (magnitude / random, global / layer), prune_by_scores,
                    prune_to_sparsity, prune_ln_structured
     n_m            n_m_mask, prune_n_m (N:M semi-structured, 2:4 for sparse tensor cores)
+    sensitivity    sensitivity_scan (accuracy against sparsity, one layer at a time)
+    schedules      prune_iteratively, polynomial_sparsity, GradualPruning (a train.fit callback)
+    lottery        find_ticket (iterative magnitude pruning with rewinding), reinitialize
+    at_init        snip_scores, grasp_scores, synflow_scores, prune_snip, prune_grasp,
+                   prune_synflow
 """
 
+from .at_init import (
+    grasp_scores,
+    prune_grasp,
+    prune_snip,
+    prune_synflow,
+    snip_scores,
+    synflow_scores,
+)
+from .lottery import find_ticket, reinitialize
 from .masks import (
     Mask,
     apply_mask,
@@ -21,6 +35,8 @@ from .masks import (
     sparsity,
 )
 from .n_m import n_m_mask, prune_n_m
+from .schedules import GradualPruning, polynomial_sparsity, prune_iteratively
+from .sensitivity import sensitivity_scan
 from .unstructured import (
     prune_by_scores,
     prune_ln_structured,

@@ -206,6 +206,7 @@ def make_permanent(model):
     with torch.no_grad():
         for module, name, alone in todo:
             if alone:
+                _own_class(module)
                 parametrize.remove_parametrizations(
                     module, name, leave_parametrized=True
                 )
@@ -227,6 +228,20 @@ def _mask_module(module, name):
         if isinstance(p, Mask):
             return p
     return None
+
+
+def _own_class(module):
+    """Give a parametrized module a class of its own before a parametrization is removed.
+
+    torch injects a subclass per parametrized module (ParametrizedLinear, ...) holding a
+    property per parametrized tensor, but `copy.deepcopy` gives the copy the *same* class,
+    and `remove_parametrizations` deletes the property from it: removing the mask of a
+    copy would break the original (and vice versa). A private copy of the class keeps
+    each model whole.
+    """
+    cls = type(module)
+    attrs = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, attrs)
 
 
 def _write_mask(module, mask, name="weight"):
