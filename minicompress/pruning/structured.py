@@ -1,0 +1,259 @@
+"""Structured channel pruning: score the channels, keep the best of each coupled group, and
+return a physically smaller model (dense kernels then do less work, unlike zeroed weights).
+
+    Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710 (the
+    procedure: rank filters, remove the lowest with their feature maps and the next layer's
+    matching input channels, fine-tune).
+
+For a group of C channels and amount a, the kept count is
+
+    n_keep = max(min_channels, C - floor(a * C)), rounded up to a multiple of round_to (<= C)
+
+per group (scope="layer"), or one threshold over all groups' scores (scope="global"). A conv
+between two pruned groups keeps (1 - a)^2 of its MACs, so MACs fall by about 1 - (1 - a)^2:
+a = 0.3 removes about half of them. `prune_channels_to_macs` searches the amount that removes
+a given fraction of MACs.
+
+    prune_channels(model, amount, criterion, example_input, ...)         -> smaller model
+    prune_channels_to_macs(model, target, criterion, example_input, ...) -> smaller model
+    select_channels(graph, scores, amount, scope, min_channels, round_to) -> keep masks
+"""
+
+import math
+
+import torch
+
+from .. import measure
+from .criteria import CRITERIA, channel_scores
+from .dependency import build_dependency_graph
+from .surgery import remove_channels
+
+__all__ = ["prune_channels", "prune_channels_to_macs", "select_channels", "SCOPES"]
+
+SCOPES = ("layer", "global")
+# Criteria whose raw scores grow with a layer's fan-in: for a global ranking each group's
+# scores are divided by their mean (Torch-Pruning's default normalizer), otherwise the layers
+# with the most inputs would never lose a channel. BN scales and random scores are compared raw.
+_NORMALIZED = ("l1", "l2", "taylor", "fpgm")
+
+
+def prune_channels(
+    model,
+    amount,
+    criterion,
+    example_input,
+    *,
+    scope="layer",
+    min_channels=1,
+    round_to=1,
+    batch=None,
+    loss_fn=None,
+    compensate=False,
+    seed=0,
+):
+    """Remove the least important channels of every prunable group; return a new, smaller model.
+
+    Args:
+        model: any `nn.Module` torch.fx can trace (see `build_dependency_graph`); untouched.
+        amount: fraction of each group's channels to remove, a float in [0, 1). The output
+            side of the last layer (the classes) is never pruned.
+        criterion: "l1", "l2" (filter norms, Li et al. 2017), "bn_scale" (|gamma|, Liu et al.
+            2017; groups without BatchNorm are left whole), "taylor" (Molchanov et al. 2019;
+            needs `batch`), "fpgm" (He et al. 2019) or "random". See `criteria`.
+        example_input: a tensor the model accepts, e.g. (1, C, H, W); used to trace shapes.
+        scope: "layer" removes `amount` of every group; "global" removes `amount` of all
+            prunable channels together, lowest scores first (mean-normalized per group except
+            for "bn_scale" and "random").
+        min_channels: channels every group keeps at least, an int >= 1.
+        round_to: kept counts are rounded up to a multiple of this (8 suits SIMD kernels), >= 1.
+        batch, loss_fn: for "taylor": `(inputs, targets)` (or a list of them) and the loss.
+        compensate: fold the constant output of removed channels into the next layer
+            (`surgery.remove_channels`); exact for channels with zero BatchNorm scale.
+        seed: seed of the "random" criterion.
+
+    Returns:
+        A new model of the same class with fewer channels.
+
+    Raises:
+        TypeError / ValueError: an argument of the wrong type or out of range, an unknown
+            criterion or scope, an untraceable model. The caller's model is unchanged.
+
+    Example:
+        >>> small = prune_channels(models.build("resnet8"), 0.5, "l1", torch.zeros(1, 1, 28, 28))
+        >>> small.layer1[0].conv1.out_channels
+        8
+    """
+    graph, scores = _prepare(
+        model,
+        amount,
+        criterion,
+        example_input,
+        scope,
+        min_channels,
+        round_to,
+        batch,
+        loss_fn,
+        seed,
+    )
+    keep = select_channels(graph, scores, amount, scope, min_channels, round_to)
+    return remove_channels(model, graph, keep, compensate=compensate)
+
+
+def prune_channels_to_macs(
+    model,
+    target,
+    criterion,
+    example_input,
+    *,
+    scope="layer",
+    min_channels=1,
+    round_to=1,
+    batch=None,
+    loss_fn=None,
+    compensate=False,
+    seed=0,
+    tolerance=0.005,
+):
+    """`prune_channels` with the amount found by bisection so that a fraction `target` of the
+    MACs (measured by `measure.macs` on `example_input`) is removed.
+
+    Args:
+        target: fraction of MACs to remove, a float in (0, 1).
+        tolerance: the search stops once the removed fraction is within this of `target`; the
+            result removes at least `target - tolerance` (the count of channels is discrete).
+        The other arguments are those of `prune_channels`.
+
+    Returns:
+        The pruned model; its removed MAC fraction is `1 - measure.macs(pruned, x) /
+        measure.macs(model, x)`.
+
+    Raises:
+        ValueError: as `prune_channels`, or a target that even amount 0.99 cannot reach.
+    """
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float))
+        or not 0 < target < 1
+    ):
+        raise ValueError(f"target must be a float in (0, 1), got {target!r}")
+    if not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be a float in (0, 1), got {tolerance!r}")
+    graph, scores = _prepare(
+        model,
+        0.0,
+        criterion,
+        example_input,
+        scope,
+        min_channels,
+        round_to,
+        batch,
+        loss_fn,
+        seed,
+    )
+    dense = measure.macs(model, example_input)
+
+    def attempt(amount):
+        keep = select_channels(graph, scores, amount, scope, min_channels, round_to)
+        pruned = remove_channels(model, graph, keep, compensate=compensate)
+        return pruned, 1 - measure.macs(pruned, example_input) / dense
+
+    low, high = 0.0, 0.99
+    best, removed = attempt(high)
+    if removed < target - tolerance:
+        raise ValueError(
+            f"target {target} cannot be reached: removing 99 % of every group's channels "
+            f"removes only {removed:.3f} of the MACs (min_channels={min_channels}, "
+            f"round_to={round_to}, fixed layers)"
+        )
+    for _ in range(30):  # the removed fraction grows with the amount: bisect
+        if abs(removed - target) <= tolerance or high - low < 1e-4:
+            break
+        middle = (low + high) / 2
+        candidate, fraction = attempt(middle)
+        if fraction >= target - tolerance:
+            high, best, removed = middle, candidate, fraction
+        else:
+            low = middle
+    return best
+
+
+def select_channels(graph, scores, amount, scope="layer", min_channels=1, round_to=1):
+    """Keep masks from scores: {group index: bool (size,)}, True = keep, the highest scores.
+
+    Args:
+        graph: the `DependencyGraph`.
+        scores: {group index: (size,) scores}, e.g. from `criteria.channel_scores`; the
+            groups listed are the ones pruned.
+        amount, scope, min_channels, round_to: as in `prune_channels` (validated there).
+
+    Ties keep the lower channel index (a stable sort), so the result is deterministic.
+    """
+    sizes = {index: graph.groups[index].size for index in scores}
+    floors = {index: min(size, min_channels) for index, size in sizes.items()}
+    if scope == "layer":
+        counts = {
+            index: max(floors[index], size - math.floor(amount * size))
+            for index, size in sizes.items()
+        }
+    else:  # one threshold: remove the globally lowest, but never below a group's floor
+        order = sorted(
+            (
+                (float(s), index, c)
+                for index, group_scores in scores.items()
+                for c, s in enumerate(group_scores)
+            ),
+        )
+        budget = math.floor(amount * sum(sizes.values()))
+        counts = dict(sizes)
+        for _, index, _ in order:
+            if budget == 0:
+                break
+            if counts[index] > floors[index]:
+                counts[index] -= 1
+                budget -= 1
+    keep = {}
+    for index, group_scores in scores.items():
+        count = min(sizes[index], math.ceil(counts[index] / round_to) * round_to)
+        ranked = torch.argsort(group_scores, descending=True, stable=True)
+        mask = torch.zeros(sizes[index], dtype=torch.bool)
+        mask[ranked[:count]] = True
+        keep[index] = mask
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare(
+    model,
+    amount,
+    criterion,
+    example_input,
+    scope,
+    min_channels,
+    round_to,
+    batch,
+    loss_fn,
+    seed,
+):
+    """Validate the arguments, trace the model and score its channels."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"amount must be a float in [0, 1), got {amount!r}")
+    if not 0 <= amount < 1:
+        raise ValueError(f"amount must be a float in [0, 1), got {amount!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}"
+        )
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    for name, value in (("min_channels", min_channels), ("round_to", round_to)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    graph = build_dependency_graph(model, example_input)
+    scores = channel_scores(
+        model, graph, criterion, batch=batch, loss_fn=loss_fn, seed=seed
+    )
+    if scope == "global" and criterion in _NORMALIZED:
+        scores = {i: s / s.mean() if s.mean() > 0 else s for i, s in scores.items()}
+    return graph, scores
