@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import data, measure, models, train
+from .pruning import GradualPruning, make_permanent, prune_unstructured
 
 __all__ = [
     "METHODS",
@@ -55,8 +56,50 @@ def baseline(model, context):
     return model
 
 
+# Fine-tuning budget of the pruning methods, as a fraction of the baseline's epochs.
+PRUNE_FINE_TUNE_FRACTION = 1 / 3
+
+
+def magnitude_90(model, context):
+    """Global magnitude pruning to 90 % sparsity (Han et al. 2015), fine-tuned for a third of
+    the baseline's epochs with the pruned weights held at zero, then made permanent."""
+    prune_unstructured(model, 0.9, scope="global")
+    _fine_tune(model, context)
+    return make_permanent(model)
+
+
+def gradual_90(model, context):
+    """Gradual magnitude pruning (Zhu & Gupta 2017) from 0 to 90 % in 10 steps over the first
+    half of a fine-tuning run of a third of the baseline's epochs, then made permanent."""
+    steps = _fine_tune_epochs(context) * len(context.train_loader)
+    schedule = GradualPruning(
+        0.9, begin_step=0, n_updates=10, frequency=max(1, steps // 20)
+    )
+    _fine_tune(model, context, callbacks=[schedule])
+    return make_permanent(model)
+
+
+def _fine_tune_epochs(context):
+    return max(1, round(context.epochs * PRUNE_FINE_TUNE_FRACTION))
+
+
+def _fine_tune(model, context, callbacks=()):
+    train.fit(
+        model,
+        context.train_loader,
+        _fine_tune_epochs(context),
+        lr=context.lr,
+        device=context.device,
+        progress=context.progress,
+        callbacks=callbacks,
+        schedule="onecycle",
+    )
+
+
 METHODS = {
     "baseline": baseline,
+    "magnitude_90": magnitude_90,
+    "gradual_90": gradual_90,
 }
 
 
@@ -88,7 +131,8 @@ def run_study(
         A list of dicts, one per method in order: "name", "accuracy", the keys of
         `measure.summary`, "seconds" (time the method took, training included), and
         "size_format": "size_bytes" is the smallest file among `measure.SIZE_FORMATS`
-        (dense for a dense model, CSR or bitmask for a pruned one) and this names it. A method
+        (dense for a dense model, CSR or bitmask for a pruned one) and this names it;
+        "size_csr_bytes" is the CSR file's size whichever is smallest. A method
         that raises `NotApplicable` has no row; a warning says which and why.
     """
     methods = list(methods)
@@ -155,6 +199,7 @@ def run_study(
         }
         row["size_format"] = min(sizes, key=sizes.get)
         row["size_bytes"] = sizes[row["size_format"]]
+        row["size_csr_bytes"] = sizes["csr"]
         row["seconds"] = seconds
         rows.append(row)
     if skipped:
