@@ -119,8 +119,9 @@ def prune_channels_to_macs(
 
     Args:
         target: fraction of MACs to remove, a float in (0, 1).
-        tolerance: the search stops once the removed fraction is within this of `target`; the
-            result removes at least `target - tolerance` (the count of channels is discrete).
+        tolerance: the search stops once the removed fraction is within this of `target`;
+            otherwise it returns the closest it found (channel counts are discrete, and
+            `round_to` makes the steps coarse).
         The other arguments are those of `prune_channels`.
 
     Returns:
@@ -158,23 +159,25 @@ def prune_channels_to_macs(
         return pruned, 1 - measure.macs(pruned, example_input) / dense
 
     low, high = 0.0, 0.99
-    best, removed = attempt(high)
+    pruned, removed = attempt(high)
     if removed < target - tolerance:
         raise ValueError(
             f"target {target} cannot be reached: removing 99 % of every group's channels "
             f"removes only {removed:.3f} of the MACs (min_channels={min_channels}, "
             f"round_to={round_to}, fixed layers)"
         )
+    best = (abs(removed - target), pruned)
     for _ in range(30):  # the removed fraction grows with the amount: bisect
-        if abs(removed - target) <= tolerance or high - low < 1e-4:
+        if best[0] <= tolerance or high - low < 1e-4:
             break
         middle = (low + high) / 2
-        candidate, fraction = attempt(middle)
-        if fraction >= target - tolerance:
-            high, best, removed = middle, candidate, fraction
+        pruned, removed = attempt(middle)
+        best = min(best, (abs(removed - target), pruned), key=lambda pair: pair[0])
+        if removed >= target:
+            high = middle
         else:
             low = middle
-    return best
+    return best[1]
 
 
 def select_channels(graph, scores, amount, scope="layer", min_channels=1, round_to=1):

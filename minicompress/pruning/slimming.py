@@ -1,0 +1,401 @@
+"""Network Slimming and its six YOLO-lineage variants: sparsity training on BatchNorm scales,
+then one global |gamma| threshold decides which channels (or residual units) go.
+
+    Liu et al., "Learning Efficient Convolutional Networks through Network Slimming", ICCV 2017,
+    arXiv:1708.06519.
+    Ye et al., "Rethinking the Smaller-Norm-Less-Informative Assumption in Channel Pruning of
+    Convolution Layers", ICLR 2018, arXiv:1802.00124 (the activation-offset compensation).
+    Zhang et al., "SlimYOLOv3", arXiv:1907.11093 (the mask union across shortcuts).
+
+    training:   L = L_task + s * sum |gamma|    ->   grad(gamma) += s * sign(gamma)
+    threshold:  t = sorted(|gamma| of the ranked layers)[floor(N * percent)];  keep |gamma| >= t
+
+The variants differ in which BatchNorm layers are ranked and how residual partners (the convs
+whose outputs a residual add sums, one `ChannelGroup`) share a mask:
+
+    normal         rank only convs that touch no residual add; residual groups stay whole
+    shortcut       every conv of a residual group takes the mask of the group's first conv
+                   (the stage-entry conv); the others' gammas are not ranked
+    slim           rank every conv; a residual group keeps the union (OR) of its members'
+                   masks; each layer keeps at least max(1, int(C * layer_keep)) channels
+    regular        normal, then each kept count rounded up to a multiple of round_to (8)
+    layer          remove the `units` residual units whose last BatchNorm has the lowest mean
+                   |gamma| (see `layer_pruning`)
+    layer_channel  slim, then layer on the result
+
+The percent is a fraction of the *ranked* channels, so the same number prunes different
+amounts under different variants. Sources (tanluren/yolov3-channel-and-layer-pruning,
+coldlarry/YOLOv3-complete-pruning, SpursLipu/YOLOv3v4-ModelCompression) keep |gamma| > t for
+slim and round regular counts to powers of two or to multiples of 8 or 32; we use >= t
+everywhere and multiples of `round_to`.
+
+    BNSparsity(s, schedule, total_steps)           a train.fit callback (after_backward)
+    plan_slim(model, percent, variant, example_input, ...) -> SlimPlan (changes nothing)
+    apply_plan(model, plan, example_input, compensate=True) -> smaller model
+    slim(model, percent, variant, example_input, compensate=True, ...) -> smaller model
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .dependency import build_dependency_graph
+from .layer_pruning import remove_units, residual_units
+from .surgery import remove_channels
+
+__all__ = [
+    "VARIANTS",
+    "SCHEDULES",
+    "BNSparsity",
+    "SlimPlan",
+    "plan_slim",
+    "apply_plan",
+    "slim",
+]
+
+VARIANTS = ("normal", "shortcut", "slim", "regular", "layer", "layer_channel")
+SCHEDULES = ("constant", "global_decay", "local_decay")
+# tanluren's decays start half-way through sparsity training and divide s by 100; local decay
+# keeps full s on the 85 % smallest |gamma| ("the largest ratio that pruned with almost no
+# loss" under a constant s) and relieves the 15 % largest.
+_DECAY_START, _DECAY_FACTOR, _LOCAL_FRACTION = 0.5, 0.01, 0.85
+_DEFAULT_ROUND_TO, _DEFAULT_LAYER_KEEP = 8, 0.01
+
+
+class BNSparsity:
+    """Sparsity training as a `train.fit` callback: after each backward pass, add the L1
+    subgradient s * sign(gamma) to the gradient of every BatchNorm scale.
+
+    Liu et al., ICCV 2017, arXiv:1708.06519, section 3: L = L_task + s * sum_gamma |gamma|.
+
+    Args:
+        s: the penalty weight, a float >= 0 (the paper grid-searches 1e-3, 1e-4, 1e-5; the YOLO
+            repositories default to 1e-3). Its effect depends on the optimizer: with SGD the
+            step on gamma is lr * s; Adam rescales each gradient, so s counts relative to the
+            size of the task gradient.
+        schedule: "constant"; "global_decay" (s / 100 after half of `total_steps`);
+            "local_decay" (after half, s on the 85 % of channels with the smallest |gamma|,
+            s / 100 on the rest). The decays trade compression for accuracy.
+        total_steps: optimizer steps of the run, required by the decays (epochs * batches).
+        layers: names of the BatchNorm modules to penalise, or None for all of them.
+
+    Example:
+        >>> train.fit(model, loader, 5, callbacks=[BNSparsity(1e-4)])
+    """
+
+    def __init__(self, s=1e-3, schedule="constant", total_steps=None, layers=None):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
+            raise ValueError(f"s must be a float >= 0, got {s!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
+            )
+        if schedule != "constant" and (
+            isinstance(total_steps, bool)
+            or not isinstance(total_steps, int)
+            or total_steps < 1
+        ):
+            raise ValueError(
+                f"schedule {schedule!r} needs total_steps, an int >= 1, got {total_steps!r}"
+            )
+        if schedule == "constant" and total_steps is not None:
+            raise ValueError("total_steps is used by the decaying schedules only")
+        self.s, self.schedule, self.total_steps = float(s), schedule, total_steps
+        self.layers = None if layers is None else list(layers)
+
+    def after_backward(self, model, step):
+        norms = self._norms(model)
+        decayed = (
+            self.schedule != "constant" and step >= _DECAY_START * self.total_steps
+        )
+        threshold = None
+        if decayed and self.schedule == "local_decay":
+            gammas = torch.cat([m.weight.detach().abs().flatten() for m in norms])
+            threshold = torch.quantile(gammas.float(), _LOCAL_FRACTION)
+        for module in norms:
+            gamma = module.weight
+            if gamma.grad is None:
+                continue
+            s = torch.full_like(gamma, self.s)
+            if decayed and threshold is None:
+                s *= _DECAY_FACTOR
+            elif threshold is not None:  # relieve the largest 15 %
+                s = torch.where(gamma.detach().abs() > threshold, s * _DECAY_FACTOR, s)
+            gamma.grad.add_(s * torch.sign(gamma.detach()))
+
+    def _norms(self, model):
+        if self.layers is None:
+            return [
+                m
+                for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and m.weight is not None
+            ]
+        return [model.get_submodule(name) for name in self.layers]
+
+    def __repr__(self):
+        return f"BNSparsity(s={self.s}, schedule={self.schedule!r}, total_steps={self.total_steps})"
+
+
+@dataclass
+class SlimPlan:
+    """What `slim` will do: the threshold over the ranked |gamma|, the keep masks per channel
+    group ({group index: bool mask}), and the residual units to remove with their scores."""
+
+    variant: str
+    percent: float
+    threshold: float = None
+    # the BatchNorm layers whose gammas were ranked, and the residual units to remove
+    # (lowest score first)
+    ranked: list = field(default_factory=list)
+    keep: dict = field(default_factory=dict)
+    units: list = field(default_factory=list)
+    unit_scores: dict = field(default_factory=dict)
+
+
+def plan_slim(
+    model,
+    percent,
+    variant,
+    example_input,
+    *,
+    units=None,
+    round_to=None,
+    layer_keep=None,
+):
+    """Decide what `slim` removes, without changing anything. Arguments as in `slim`."""
+    _check(percent, variant, units, round_to, layer_keep)
+    graph = build_dependency_graph(model, example_input)
+    return _plan(model, graph, percent, variant, units, round_to, layer_keep)
+
+
+def slim(
+    model,
+    percent,
+    variant,
+    example_input,
+    compensate=True,
+    *,
+    units=None,
+    round_to=None,
+    layer_keep=None,
+):
+    """Prune a sparsity-trained model by its BatchNorm scales; return a new, smaller model.
+
+    Args:
+        model: a model with BatchNorm after its convs, torch.fx-traceable; not modified.
+        percent: fraction of the ranked channels to remove, a float in [0, 1) (see the module
+            docstring for which channels each variant ranks). Must be 0 for "layer".
+        variant: one of `VARIANTS`.
+        example_input: a tensor the model accepts, e.g. (1, C, H, W).
+        compensate: fold act(beta) of removed channels (and removed units) into the layers
+            that read them (Ye et al. 2018). Exact for gamma = 0, except at zero-padded borders.
+        units: for "layer" and "layer_channel" only: how many residual units to remove, >= 1.
+        round_to: for "regular" only: kept counts are multiples of it (default 8).
+        layer_keep: for "slim" and "layer_channel" only: the per-layer floor as a fraction of
+            the layer's channels (default 0.01; SlimYOLOv3 used 0.1), in [0, 1].
+
+    Returns:
+        A new model of the same class; residual units removed by "layer" become nn.Identity.
+
+    Raises:
+        TypeError / ValueError: arguments out of range; an argument the variant does not use;
+            a percent that would empty a layer under "normal", "shortcut" or "regular"
+            (the message names the layer and the largest safe percent); a variant that needs
+            residual units or groups on a model without them; a model without BatchNorm.
+            The caller's model is unchanged.
+    """
+    plan = plan_slim(
+        model,
+        percent,
+        variant,
+        example_input,
+        units=units,
+        round_to=round_to,
+        layer_keep=layer_keep,
+    )
+    return apply_plan(model, plan, example_input, compensate)
+
+
+def apply_plan(model, plan, example_input, compensate=True):
+    """Carry out a `SlimPlan` on `model` (the model it was made for); return the new model."""
+    graph = build_dependency_graph(model, example_input)
+    if plan.keep:
+        model = remove_channels(model, graph, plan.keep, compensate=compensate)
+        if plan.units:
+            graph = build_dependency_graph(model, example_input)
+    if plan.units:
+        model = remove_units(model, graph, plan.units, compensate=compensate)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _check(percent, variant, units, round_to, layer_keep):
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
+        )
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        raise TypeError(f"percent must be a float in [0, 1), got {percent!r}")
+    if not 0 <= percent < 1:
+        raise ValueError(f"percent must be a float in [0, 1), got {percent!r}")
+    if variant == "layer" and percent != 0:
+        raise ValueError(
+            f"variant 'layer' removes whole residual units (set units=N); percent must be 0, got {percent}"
+        )
+    uses = {
+        "units": variant in ("layer", "layer_channel"),
+        "round_to": variant == "regular",
+        "layer_keep": variant in ("slim", "layer_channel"),
+    }
+    for name, value in (
+        ("units", units),
+        ("round_to", round_to),
+        ("layer_keep", layer_keep),
+    ):
+        if value is not None and not uses[name]:
+            raise ValueError(
+                f"{name} is not used by variant {variant!r}; leave it None"
+            )
+    if uses["units"] and (
+        isinstance(units, bool) or not isinstance(units, int) or units < 1
+    ):
+        raise ValueError(f"variant {variant!r} needs units, an int >= 1, got {units!r}")
+    if round_to is not None and (
+        isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1
+    ):
+        raise ValueError(f"round_to must be an int >= 1, got {round_to!r}")
+    if layer_keep is not None and (
+        isinstance(layer_keep, bool)
+        or not isinstance(layer_keep, (int, float))
+        or not 0 <= layer_keep <= 1
+    ):
+        raise ValueError(f"layer_keep must be a float in [0, 1], got {layer_keep!r}")
+
+
+def _plan(model, graph, percent, variant, units, round_to, layer_keep):
+    plan = SlimPlan(variant, float(percent))
+    if variant != "layer":
+        _channel_plan(
+            model, graph, plan, round_to or _DEFAULT_ROUND_TO, _default(layer_keep)
+        )
+    if variant in ("layer", "layer_channel"):
+        _unit_plan(graph, plan, units)
+    return plan
+
+
+def _default(layer_keep):
+    return _DEFAULT_LAYER_KEEP if layer_keep is None else layer_keep
+
+
+def _channel_plan(model, graph, plan, round_to, layer_keep):
+    variant = "slim" if plan.variant == "layer_channel" else plan.variant
+    single, residual = [], []  # groups whose every source has its own BatchNorm
+    for group in graph.groups:
+        norms = [graph.layers[s].norm for s in group.sources]
+        aligned = all(
+            torch.equal(graph.layers[s].out_channel, torch.arange(group.size))
+            for s in group.sources
+        )
+        if group.prunable and norms and all(norms) and aligned:
+            (single if len(norms) == 1 else residual).append((group, norms))
+    if not single and not residual:
+        raise ValueError(
+            "slimming ranks BatchNorm scales: no prunable conv of the model has a BatchNorm right after it"
+        )
+    if variant in ("shortcut", "slim") and not residual:
+        raise ValueError(
+            f"variant {variant!r} shares masks across residual adds, and the model has none "
+            "(use 'normal' or 'regular')"
+        )
+    gamma = {
+        name: graph.graph_module.get_submodule(name).weight.detach().abs()
+        for g, ns in single + residual
+        for name in ns
+    }
+    ranked = [ns[0] for _, ns in single]
+    if variant == "shortcut":
+        ranked += [
+            ns[0] for _, ns in residual
+        ]  # the root: the group's first conv in the graph
+    elif variant == "slim":
+        ranked += [n for _, ns in residual for n in ns]
+    values = torch.sort(torch.cat([gamma[n] for n in ranked])).values
+    threshold = float(
+        values[min(math.floor(len(values) * plan.percent), len(values) - 1)]
+    )
+    if plan.percent == 0:
+        threshold = float(values[0])  # keep everything
+    plan.threshold, plan.ranked = threshold, ranked
+    _check_empty(gamma, ranked, values, plan, variant)
+    for group, norms in single + residual:
+        if len(norms) > 1 and variant in ("normal", "regular"):
+            continue  # residual groups stay whole
+        if len(norms) > 1 and variant == "shortcut":
+            mask = gamma[norms[0]] >= threshold
+        elif variant == "slim":
+            mask = torch.zeros(group.size, dtype=torch.bool)
+            for name in norms:  # the union of the members' masks, each with its floor
+                own = gamma[name] >= threshold
+                floor = max(1, int(len(own) * layer_keep))
+                if own.sum() < floor:
+                    own[gamma[name].argsort(descending=True, stable=True)[:floor]] = (
+                        True
+                    )
+                mask |= own
+        else:
+            mask = gamma[norms[0]] >= threshold
+            if variant == "regular":
+                count = int(mask.sum())
+                count = min(
+                    group.size, max(round_to, math.ceil(count / round_to) * round_to)
+                )
+                mask = torch.zeros(group.size, dtype=torch.bool)
+                mask[gamma[norms[0]].argsort(descending=True, stable=True)[:count]] = (
+                    True
+                )
+        plan.keep[group.index] = mask
+
+
+def _check_empty(gamma, ranked, values, plan, variant):
+    if variant in ("slim", "regular"):
+        return  # the per-layer floor (slim) and the minimum of round_to (regular) prevent it
+    emptied = [n for n in ranked if gamma[n].max() < plan.threshold]
+    if emptied:
+        safe_t = min(float(gamma[n].max()) for n in ranked)
+        safe = int((values < safe_t).sum()) / len(values)
+        name = emptied[0]
+        raise ValueError(
+            f"percent {plan.percent} would remove every channel of {name!r} (its largest |gamma| "
+            f"{float(gamma[name].max()):.4g} is below the threshold {plan.threshold:.4g}); the "
+            f"largest safe percent for variant {variant!r} is {safe:.4f}"
+        )
+
+
+def _unit_plan(graph, plan, units):
+    found = [u for u in residual_units(graph) if u.norm is not None]
+    if not found:
+        raise ValueError(
+            f"variant {plan.variant!r} removes residual units (a submodule computing x + f(x) "
+            "with a BatchNorm on f's last conv), and the model has none"
+        )
+    if units > len(found):
+        raise ValueError(
+            f"units={units} but the model has only {len(found)} residual units"
+        )
+    scores = {}
+    for unit in found:
+        gamma = graph.graph_module.get_submodule(unit.norm).weight.detach().abs()
+        group = graph.layers[unit.norm]
+        keep = plan.keep.get(int(group.out_group[0]))
+        if (
+            keep is not None
+        ):  # layer_channel scores the unit on its channels that remain
+            gamma = gamma[keep[group.out_channel]]
+        scores[unit.name] = float(gamma.mean())
+    ranking = sorted(scores, key=lambda name: (scores[name], name))
+    plan.units, plan.unit_scores = ranking[:units], scores
