@@ -1,7 +1,5 @@
 """The pruning rows of the trade-off study: magnitude_90 and gradual_90."""
 
-import torch
-
 from minicompress import measure, study
 
 
