@@ -10,7 +10,7 @@ from torch import nn
 from minicompress import measure, models, train
 from minicompress.pruning.dependency import build_dependency_graph
 from minicompress.pruning.layer_pruning import residual_units
-from minicompress.pruning.slimming import BNSparsity, plan_slim, slim
+from minicompress.pruning.slimming import BNSparsity, percent_for_macs, plan_slim, slim
 
 X = torch.zeros(1, 1, 8, 8)
 
@@ -398,3 +398,35 @@ def test_a_variant_the_model_cannot_take_is_an_error(name, variant, match):
             torch.zeros(1, 1, 28, 28),
             **kwargs,
         )
+
+
+def test_study_row_slim_prunes_a_batchnorm_model_and_skips_one_without():
+    from minicompress import study
+
+    rows = study.run_study(
+        ["slim"], dataset="digits", model="darknet_tiny", epochs=2, progress=False
+    )
+    assert [r["name"] for r in rows] == ["baseline", "slim"]
+    assert rows[1]["macs"] < rows[0]["macs"]
+    with pytest.warns(
+        UserWarning,
+        match=r"'slim' skipped: slimming ranks BatchNorm scales and LeNet300",
+    ):
+        rows = study.run_study(
+            ["slim"], dataset="digits", model="lenet300", epochs=1, progress=False
+        )
+    assert [r["name"] for r in rows] == ["baseline"]
+
+
+def test_percent_for_macs_matches_a_mac_target_and_knows_its_limit():
+    model = zero_scale_model()
+    x = torch.zeros(1, 1, 28, 28)
+    percent = percent_for_macs(model, 0.4, "slim", x)
+    removed = 1 - measure.macs(slim(model, percent, "slim", x), x) / measure.macs(
+        model, x
+    )
+    assert abs(removed - 0.4) <= 0.01
+    with pytest.raises(
+        ValueError, match=r"variant 'normal' removes at most 0\.\d+ of the MACs"
+    ):
+        percent_for_macs(model, 0.9, "normal", x)

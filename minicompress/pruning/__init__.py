@@ -14,6 +14,19 @@ Fine-grained masks (weights keep their shape; pruned entries are held at zero by
     lottery        find_ticket (iterative magnitude pruning with rewinding), reinitialize
     at_init        snip_scores, grasp_scores, synflow_scores, prune_snip, prune_grasp,
                    prune_synflow
+
+Structured pruning (a new, physically smaller model of the same class; the caller's model is
+never modified; any model torch.fx can trace):
+
+    dependency     build_dependency_graph -> DependencyGraph of coupled ChannelGroups
+    graph_ops      the operations the graph follows (an unknown one is an error naming it)
+    criteria       channel_scores: "l1", "l2", "bn_scale", "taylor", "fpgm", "random"
+    structured     prune_channels, prune_channels_to_macs, select_channels
+    surgery        remove_channels (with activation-offset compensation), channel_constants
+    slimming       BNSparsity (sparsity training), slim / plan_slim / apply_plan with the six
+                   variants normal, shortcut, slim, regular, layer, layer_channel;
+                   percent_for_macs
+    layer_pruning  residual_units, remove_units (whole residual blocks)
 """
 
 from .at_init import (
@@ -43,3 +56,17 @@ from .unstructured import (
     prune_to_sparsity,
     prune_unstructured,
 )
+from .criteria import CRITERIA, channel_scores
+from .dependency import ChannelGroup, DependencyGraph, build_dependency_graph
+from .layer_pruning import remove_units, residual_units
+from .slimming import (
+    VARIANTS,
+    BNSparsity,
+    SlimPlan,
+    apply_plan,
+    percent_for_macs,
+    plan_slim,
+    slim,
+)
+from .structured import prune_channels, prune_channels_to_macs, select_channels
+from .surgery import channel_constants, remove_channels

@@ -33,6 +33,7 @@ everywhere and multiples of `round_to`.
     plan_slim(model, percent, variant, example_input, ...) -> SlimPlan (changes nothing)
     apply_plan(model, plan, example_input, compensate=True) -> smaller model
     slim(model, percent, variant, example_input, compensate=True, ...) -> smaller model
+    percent_for_macs(model, target, variant, example_input, ...) -> the percent for a MAC target
 """
 
 import math
@@ -41,12 +42,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .. import measure
 from .dependency import build_dependency_graph
 from .layer_pruning import remove_units, residual_units
 from .surgery import remove_channels
 
 __all__ = [
     "VARIANTS",
+    "percent_for_macs",
     "SCHEDULES",
     "BNSparsity",
     "SlimPlan",
@@ -147,6 +150,8 @@ class SlimPlan:
     variant: str
     percent: float
     threshold: float = None
+    # normal and shortcut: the largest percent that empties no layer (None for the others)
+    safe_percent: float = None
     # the BatchNorm layers whose gammas were ranked, and the residual units to remove
     # (lowest score first)
     ranked: list = field(default_factory=list)
@@ -229,6 +234,70 @@ def apply_plan(model, plan, example_input, compensate=True):
     if plan.units:
         model = remove_units(model, graph, plan.units, compensate=compensate)
     return model
+
+
+def percent_for_macs(
+    model,
+    target,
+    variant,
+    example_input,
+    *,
+    round_to=None,
+    layer_keep=None,
+    tolerance=0.01,
+):
+    """The percent at which channel variant `variant` removes a fraction `target` of the MACs
+    (measured by `measure.macs` on `example_input`), found by bisection; to compare variants
+    at equal cost, since one percent prunes different amounts under each.
+
+    Args:
+        target: fraction of MACs to remove, in (0, 1).
+        variant: "normal", "shortcut", "slim" or "regular".
+        tolerance: stop once the removed fraction is within this of `target`.
+
+    Raises:
+        ValueError: `target` is beyond what the variant can remove (the message gives its
+            maximum), or a variant without a percent ("layer", "layer_channel").
+    """
+    if variant not in ("normal", "shortcut", "slim", "regular"):
+        raise ValueError(
+            f"variant must be a channel variant (normal, shortcut, slim, regular), got {variant!r}"
+        )
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float))
+        or not 0 < target < 1
+    ):
+        raise ValueError(f"target must be a float in (0, 1), got {target!r}")
+    _check(0.0, variant, None, round_to, layer_keep)
+    graph = build_dependency_graph(model, example_input)
+    dense = measure.macs(model, example_input)
+    top = (
+        _plan(model, graph, 0.0, variant, None, round_to, layer_keep).safe_percent
+        or 0.999
+    )
+
+    def removed(percent):
+        plan = _plan(model, graph, percent, variant, None, round_to, layer_keep)
+        pruned = remove_channels(model, graph, plan.keep)
+        return 1 - measure.macs(pruned, example_input) / dense
+
+    most = removed(top)
+    if most < target - tolerance:
+        raise ValueError(
+            f"variant {variant!r} removes at most {most:.3f} of the MACs (percent {top}); "
+            f"target {target} is out of its reach"
+        )
+    low, high = 0.0, top
+    best = (abs(most - target), top)
+    for _ in range(30):
+        if best[0] <= tolerance or high - low < 1e-4:
+            break
+        middle = (low + high) / 2
+        fraction = removed(middle)
+        best = min(best, (abs(fraction - target), middle))
+        low, high = (low, middle) if fraction >= target else (middle, high)
+    return best[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,12 +431,15 @@ def _channel_plan(model, graph, plan, round_to, layer_keep):
 
 
 def _check_empty(gamma, ranked, values, plan, variant):
+    # Any threshold above the smallest per-layer maximum empties that layer. With k ranked
+    # values below it, percents with floor(N * percent) <= k are safe: k / N is the largest.
+    safe_t = min(float(gamma[n].max()) for n in ranked)
+    safe = math.floor(int((values < safe_t).sum()) / len(values) * 1e4) / 1e4
     if variant in ("slim", "regular"):
         return  # the per-layer floor (slim) and the minimum of round_to (regular) prevent it
+    plan.safe_percent = safe
     emptied = [n for n in ranked if gamma[n].max() < plan.threshold]
     if emptied:
-        safe_t = min(float(gamma[n].max()) for n in ranked)
-        safe = int((values < safe_t).sum()) / len(values)
         name = emptied[0]
         raise ValueError(
             f"percent {plan.percent} would remove every channel of {name!r} (its largest |gamma| "
