@@ -364,7 +364,9 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(args, kwargs, match):
 
 def test_the_largest_safe_percent_is_safe():
     # unit0.conv1's largest |gamma| 0.4 is the smallest layer maximum; 8 of 12 ranked are below
-    pruned = slim(tiny_darknet(), 0.6666, "normal", X)
+    safe = plan_slim(tiny_darknet(), 0.0, "normal", X).safe_percent
+    assert safe == 8 / 12
+    pruned = slim(tiny_darknet(), safe, "normal", X)
     assert pruned.stages[0].unit0.conv1[0].out_channels == 1
 
 

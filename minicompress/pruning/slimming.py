@@ -434,10 +434,15 @@ def _check_empty(gamma, ranked, values, plan, variant):
     # Any threshold above the smallest per-layer maximum empties that layer. With k ranked
     # values below it, percents with floor(N * percent) <= k are safe: k / N is the largest.
     safe_t = min(float(gamma[n].max()) for n in ranked)
-    safe = math.floor(int((values < safe_t).sum()) / len(values) * 1e4) / 1e4
+    plan.safe_percent = int((values < safe_t).sum()) / len(values)
+    safe = (
+        math.floor(plan.safe_percent * 1e4) / 1e4
+    )  # printed rounded down, so still safe
     if variant in ("slim", "regular"):
-        return  # the per-layer floor (slim) and the minimum of round_to (regular) prevent it
-    plan.safe_percent = safe
+        plan.safe_percent = (
+            None  # the per-layer floor (slim) and round_to (regular) prevent it
+        )
+        return
     emptied = [n for n in ranked if gamma[n].max() < plan.threshold]
     if emptied:
         name = emptied[0]
