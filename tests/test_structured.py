@@ -382,3 +382,38 @@ def test_remove_channels_rejects_bad_masks():
         remove_channels(model, graph, {1: torch.ones(16)})
     with pytest.raises(ValueError, match="graph does not describe this model"):
         remove_channels(models.build("resnet8"), graph, {})
+
+
+def test_study_row_channels_50_macs_halves_the_macs():
+    from minicompress import study
+
+    rows = study.run_study(
+        ["channels_50_macs"],
+        dataset="digits",
+        model="lenet300",
+        epochs=2,
+        progress=False,
+    )
+    base, pruned = rows
+    assert pruned["name"] == "channels_50_macs"
+    assert 0.4 <= 1 - pruned["macs"] / base["macs"] <= 0.6
+    assert pruned["params"] < base["params"] and pruned["accuracy"] > 0.5
+
+
+def test_recalibrate_batchnorm_gives_the_average_of_the_batch_statistics():
+    from minicompress.pruning.structured import recalibrate_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+    batches = [torch.randn(4, 1, 5, 5) + i for i in range(2)]
+    recalibrate_batchnorm(model, [(b, None) for b in batches])
+    # reference: the conv outputs computed directly, per-batch mean and unbiased variance
+    outputs = [nn.functional.conv2d(b, model[0].weight, model[0].bias) for b in batches]
+    means = torch.stack([o.mean((0, 2, 3)) for o in outputs]).mean(0)
+    variances = torch.stack(
+        [o.transpose(0, 1).flatten(1).var(1) for o in outputs]
+    ).mean(0)
+    torch.testing.assert_close(model[1].running_mean, means.detach())
+    torch.testing.assert_close(model[1].running_var, variances.detach())
+    assert not model.training and model[1].momentum == 0.1
+    with pytest.raises(ValueError, match="batches is empty"):
+        recalibrate_batchnorm(model, [])

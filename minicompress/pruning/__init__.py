@@ -21,7 +21,8 @@ never modified; any model torch.fx can trace):
     dependency     build_dependency_graph -> DependencyGraph of coupled ChannelGroups
     graph_ops      the operations the graph follows (an unknown one is an error naming it)
     criteria       channel_scores: "l1", "l2", "bn_scale", "taylor", "fpgm", "random"
-    structured     prune_channels, prune_channels_to_macs, select_channels
+    structured     prune_channels, prune_channels_to_macs, select_channels,
+                   recalibrate_batchnorm (BatchNorm statistics after pruning)
     surgery        remove_channels (with activation-offset compensation), channel_constants
     slimming       BNSparsity (sparsity training), slim / plan_slim / apply_plan with the six
                    variants normal, shortcut, slim, regular, layer, layer_channel;
@@ -68,5 +69,10 @@ from .slimming import (
     plan_slim,
     slim,
 )
-from .structured import prune_channels, prune_channels_to_macs, select_channels
+from .structured import (
+    prune_channels,
+    prune_channels_to_macs,
+    recalibrate_batchnorm,
+    select_channels,
+)
 from .surgery import channel_constants, remove_channels

@@ -17,18 +17,26 @@ a given fraction of MACs.
     prune_channels(model, amount, criterion, example_input, ...)         -> smaller model
     prune_channels_to_macs(model, target, criterion, example_input, ...) -> smaller model
     select_channels(graph, scores, amount, scope, min_channels, round_to) -> keep masks
+    recalibrate_batchnorm(model, batches)  re-estimates BatchNorm statistics after pruning
 """
 
 import math
 
 import torch
+from torch import nn
 
 from .. import measure
 from .criteria import CRITERIA, channel_scores
 from .dependency import build_dependency_graph
 from .surgery import remove_channels
 
-__all__ = ["prune_channels", "prune_channels_to_macs", "select_channels", "SCOPES"]
+__all__ = [
+    "prune_channels",
+    "prune_channels_to_macs",
+    "select_channels",
+    "recalibrate_batchnorm",
+    "SCOPES",
+]
 
 SCOPES = ("layer", "global")
 # Criteria whose raw scores grow with a layer's fan-in: for a global ranking each group's
@@ -222,6 +230,53 @@ def select_channels(graph, scores, amount, scope="layer", min_channels=1, round_
         mask[ranked[:count]] = True
         keep[index] = mask
     return keep
+
+
+def recalibrate_batchnorm(model, batches, device=None):
+    """Re-estimate every BatchNorm's running mean and variance on `batches`; in place.
+
+    Removing input channels shifts the statistics of the layers that read them, and BatchNorm
+    in eval mode keeps normalising with the old ones, which alone can send a pruned model to
+    chance accuracy. Re-estimating them on a few batches, without any training, fixes that
+    part: the "adaptive BatchNorm" of Li et al., "EagleEye: Fast Sub-net Evaluation for
+    Efficient Neural Network Pruning", ECCV 2020, arXiv:2007.02491.
+
+    Args:
+        model: the model; its BatchNorm statistics are reset and replaced by the cumulative
+            average over `batches` (momentum None), then the momentum and the model's mode are
+            restored. No parameter changes.
+        batches: an iterable of `(inputs, targets)` or of input tensors, e.g. a few training
+            batches (`itertools.islice(loader, 10)`).
+        device: where to run; None keeps the model where it is.
+
+    Returns:
+        The same model.
+    """
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    momenta = {m: m.momentum for m in norms}
+    flags = {m: m.training for m in model.modules()}
+    device = device if device is not None else next(model.parameters()).device
+    seen = 0
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: every batch counts the same
+        model.train()
+        with torch.no_grad():
+            for batch in batches:
+                inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(inputs.to(device))
+                seen += 1
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, flag in flags.items():
+            m.train(flag)
+    if seen == 0:
+        raise ValueError("batches is empty: no statistics to estimate")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
