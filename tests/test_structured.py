@@ -313,16 +313,16 @@ def test_torchvision_models_prune_and_run(builder):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(amount=1.0), ValueError, r"amount must be a float in \[0, 1\), got 1.0"),
+        (dict(amount=1.0), ValueError, r"amount must be a float in \[0, 1\) or a dict of them, got 1.0"),
         (
             dict(amount=-0.1),
             ValueError,
-            r"amount must be a float in \[0, 1\), got -0.1",
+            r"amount must be a float in \[0, 1\) or a dict of them, got -0.1",
         ),
         (
             dict(amount="half"),
             TypeError,
-            r"amount must be a float in \[0, 1\), got 'half'",
+            r"amount must be a float in \[0, 1\) or a dict of them, got 'half'",
         ),
         (
             dict(criterion="l3"),
@@ -417,3 +417,29 @@ def test_recalibrate_batchnorm_gives_the_average_of_the_batch_statistics():
     assert not model.training and model[1].momentum == 0.1
     with pytest.raises(ValueError, match="batches is empty"):
         recalibrate_batchnorm(model, [])
+
+
+def test_a_dict_amount_prunes_only_the_groups_it_names():
+    model = models.build("resnet8")
+    pruned = prune_channels(
+        model, {"layer1.0.conv1": 0.5, "layer3.0.shortcut.0": 0.25}, "l1", X28
+    )
+    assert pruned.layer1[0].conv1.out_channels == 8
+    assert pruned.layer3[0].conv2.out_channels == 48  # the shortcut's residual group
+    assert pruned.layer2[0].conv1.out_channels == 32 and pruned.conv1.out_channels == 16
+    for amount, match in (
+        ({"conv1": 0.5, "layer1.0.conv2": 0.25}, r"two amounts, 0.5 and 0.25"),
+        (
+            {"layer9.conv": 0.5},
+            r"names 'layer9.conv', which is not a conv or linear layer",
+        ),
+        (
+            {"fc": 0.5},
+            r"names 'fc', whose channels cannot be pruned: it reaches the model output",
+        ),
+        ({"conv1": 1.5}, r"amount must be a float in \[0, 1\) or a dict of them"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            prune_channels(model, amount, "l1", X28)
+    with pytest.raises(ValueError, match="needs scope='layer', got 'global'"):
+        prune_channels(model, {"conv1": 0.5}, "l1", X28, scope="global")

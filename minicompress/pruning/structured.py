@@ -63,15 +63,17 @@ def prune_channels(
 
     Args:
         model: any `nn.Module` torch.fx can trace (see `build_dependency_graph`); untouched.
-        amount: fraction of each group's channels to remove, a float in [0, 1). The output
-            side of the last layer (the classes) is never pruned.
+        amount: fraction of each group's channels to remove, a float in [0, 1); or a dict
+            {layer name: fraction} giving the amount of the group that layer produces (any of
+            its source layers may name it; groups no key names keep every channel). The
+            output side of the last layer (the classes) is never pruned.
         criterion: "l1", "l2" (filter norms, Li et al. 2017), "bn_scale" (|gamma|, Liu et al.
             2017; groups without BatchNorm are left whole), "taylor" (Molchanov et al. 2019;
             needs `batch`), "fpgm" (He et al. 2019) or "random". See `criteria`.
         example_input: a tensor the model accepts, e.g. (1, C, H, W); used to trace shapes.
         scope: "layer" removes `amount` of every group; "global" removes `amount` of all
             prunable channels together, lowest scores first (mean-normalized per group except
-            for "bn_scale" and "random").
+            for "bn_scale" and "random"); a dict `amount` needs "layer".
         min_channels: channels every group keeps at least, an int >= 1.
         round_to: kept counts are rounded up to a multiple of this (8 suits SIMD kernels), >= 1.
         batch, loss_fn: for "taylor": `(inputs, targets)` (or a list of them) and the loss.
@@ -195,15 +197,21 @@ def select_channels(graph, scores, amount, scope="layer", min_channels=1, round_
         graph: the `DependencyGraph`.
         scores: {group index: (size,) scores}, e.g. from `criteria.channel_scores`; the
             groups listed are the ones pruned.
-        amount, scope, min_channels, round_to: as in `prune_channels` (validated there).
+        amount, scope, min_channels, round_to: as in `prune_channels` (validated there);
+            `amount` may be a dict {layer name: fraction}.
 
     Ties keep the lower channel index (a stable sort), so the result is deterministic.
     """
+    if isinstance(amount, dict):  # per-group amounts; unnamed groups keep every channel
+        amounts = _group_amounts(graph, amount)
+        scores = {i: s for i, s in scores.items() if i in amounts}
+    else:
+        amounts = dict.fromkeys(scores, amount)
     sizes = {index: graph.groups[index].size for index in scores}
     floors = {index: min(size, min_channels) for index, size in sizes.items()}
     if scope == "layer":
         counts = {
-            index: max(floors[index], size - math.floor(amount * size))
+            index: max(floors[index], size - math.floor(amounts[index] * size))
             for index, size in sizes.items()
         }
     else:  # one threshold: remove the globally lowest, but never below a group's floor
@@ -295,10 +303,20 @@ def _prepare(
     seed,
 ):
     """Validate the arguments, trace the model and score its channels."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise TypeError(f"amount must be a float in [0, 1), got {amount!r}")
-    if not 0 <= amount < 1:
-        raise ValueError(f"amount must be a float in [0, 1), got {amount!r}")
+    fractions = amount.values() if isinstance(amount, dict) else [amount]
+    for value in fractions:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
+            )
+        if not 0 <= value < 1:
+            raise ValueError(
+                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
+            )
+    if isinstance(amount, dict) and scope != "layer":
+        raise ValueError(
+            f"a dict amount gives each group its own amount: it needs scope='layer', got {scope!r}"
+        )
     if criterion not in CRITERIA:
         raise ValueError(
             f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}"
@@ -309,9 +327,37 @@ def _prepare(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     graph = build_dependency_graph(model, example_input)
+    if isinstance(amount, dict):
+        _group_amounts(
+            graph, amount
+        )  # unknown names and conflicts fail before any work
     scores = channel_scores(
         model, graph, criterion, batch=batch, loss_fn=loss_fn, seed=seed
     )
     if scope == "global" and criterion in _NORMALIZED:
         scores = {i: s / s.mean() if s.mean() > 0 else s for i, s in scores.items()}
     return graph, scores
+
+
+def _group_amounts(graph, amount):
+    """{group index: fraction} from {layer name: fraction}; a layer names the group it produces."""
+    amounts = {}
+    for name, value in amount.items():
+        layer = graph.layers.get(name)
+        if layer is None or layer.kind not in ("conv", "linear"):
+            known = [n for n, l in graph.layers.items() if l.kind in ("conv", "linear")]
+            raise ValueError(
+                f"amount names {name!r}, which is not a conv or linear layer; layers: {known}"
+            )
+        group = graph.group_of(name)
+        if not group.prunable:
+            raise ValueError(
+                f"amount names {name!r}, whose channels cannot be pruned: {group.reason}"
+            )
+        if amounts.get(group.index, value) != value:
+            raise ValueError(
+                f"amount gives group {group.index} (sources {group.sources}) two amounts, "
+                f"{amounts[group.index]} and {value}"
+            )
+        amounts[group.index] = value
+    return amounts
