@@ -10,7 +10,8 @@ from torch import nn
 from minicompress import measure, models, train
 from minicompress.pruning.dependency import build_dependency_graph
 from minicompress.pruning.layer_pruning import residual_units
-from minicompress.pruning.slimming import BNSparsity, percent_for_macs, plan_slim, slim
+from minicompress.pruning.slimming import percent_for_macs, plan_slim, slim
+from minicompress.pruning.sparsity import BNSparsity
 
 X = torch.zeros(1, 1, 8, 8)
 

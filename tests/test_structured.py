@@ -208,6 +208,12 @@ def test_compensation_makes_removing_zero_scale_channels_exact():
         assert (plain(x) - masked(x)).abs().max() > 1e-3  # what compensation buys
 
 
+def head_map(m, x):
+    """The feature map of _OneByOne's padded 3x3 head conv, before pooling."""
+    y = m.act(m.b1(m.c1(x)))
+    return m.c3(y + m.act(m.b2(m.c2(y))))
+
+
 def test_compensation_is_exact_inside_but_not_at_the_border_of_a_padded_conv():
     model = randomize_bn(_OneByOne(head_kernel=3))
     graph = build_dependency_graph(model, torch.zeros(1, 3, 6, 6))
@@ -221,10 +227,7 @@ def test_compensation_is_exact_inside_but_not_at_the_border_of_a_padded_conv():
     )
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
-        head = lambda m: m.c3(
-            m.act(m.b1(m.c1(x))) + m.act(m.b2(m.c2(m.act(m.b1(m.c1(x))))))
-        )  # noqa: E731
-        difference = (head(pruned) - head(masked)).abs()
+        difference = (head_map(pruned, x) - head_map(masked, x)).abs()
     assert difference[:, :, 1:-1, 1:-1].max() < 1e-5  # interior: exact
     assert difference[:, :, 0, :].max() > 1e-3  # the border row read zero padding
 
@@ -313,7 +316,11 @@ def test_torchvision_models_prune_and_run(builder):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(amount=1.0), ValueError, r"amount must be a float in \[0, 1\) or a dict of them, got 1.0"),
+        (
+            dict(amount=1.0),
+            ValueError,
+            r"amount must be a float in \[0, 1\) or a dict of them, got 1.0",
+        ),
         (
             dict(amount=-0.1),
             ValueError,

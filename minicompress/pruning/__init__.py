@@ -23,8 +23,10 @@ never modified; any model torch.fx can trace):
     criteria       channel_scores: "l1", "l2", "bn_scale", "taylor", "fpgm", "random"
     structured     prune_channels, prune_channels_to_macs, select_channels,
                    recalibrate_batchnorm (BatchNorm statistics after pruning)
-    surgery        remove_channels (with activation-offset compensation), channel_constants
-    slimming       BNSparsity (sparsity training), slim / plan_slim / apply_plan with the six
+    surgery        remove_channels: cut channels out of every coupled tensor
+    compensation   channel_constants, fold_offsets: the activation-offset fold (Ye et al. 2018)
+    sparsity       BNSparsity: sparsity training on BatchNorm scales (a train.fit callback)
+    slimming       slim / plan_slim / apply_plan with the six
                    variants normal, shortcut, slim, regular, layer, layer_channel;
                    percent_for_macs
     layer_pruning  residual_units, remove_units (whole residual blocks)
@@ -60,9 +62,9 @@ from .unstructured import (
 from .criteria import CRITERIA, channel_scores
 from .dependency import ChannelGroup, DependencyGraph, build_dependency_graph
 from .layer_pruning import remove_units, residual_units
+from .sparsity import BNSparsity
 from .slimming import (
     VARIANTS,
-    BNSparsity,
     SlimPlan,
     apply_plan,
     percent_for_macs,
@@ -75,4 +77,5 @@ from .structured import (
     recalibrate_batchnorm,
     select_channels,
 )
-from .surgery import channel_constants, remove_channels
+from .compensation import channel_constants
+from .surgery import remove_channels

@@ -181,7 +181,6 @@ def node_role(graph_module, node, shapes):
         if target in BINARY_OPS:
             return BINARY_OPS[target]
         if target in (torch.cat, torch.concat):
-            tensors = _arg(node, 0, "tensors")
             dim = _arg(node, 1, "dim", 0) % len(shape)
             if dim == 0:
                 _unknown(node, "concatenation along the batch dimension")

@@ -8,7 +8,7 @@ D - 2N convolutions, which speeds up any hardware, unlike thinner layers.
 A removed unit's branch is replaced by the constant it outputs when its last BatchNorm is
 reduced to beta (the activation-offset idea of Ye et al., ICLR 2018, arXiv:1802.00124):
 c = act(beta). With `compensate=True` that constant is folded into the layers that read the
-unit's output (`surgery.fold_offsets`), exact when gamma = 0 and the readers have no zero
+unit's output (`compensation.fold_offsets`), exact when gamma = 0 and the readers have no zero
 padding. A unit is found in the fx graph as an add of a node x and a branch that starts at x
 and is used nowhere else, computed by one submodule (the unit) called once.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
-from .surgery import apply_folds, channel_constants, fold_offsets
+from .compensation import apply_folds, channel_constants, fold_offsets
 
 __all__ = ["ResidualUnit", "residual_units", "remove_units"]
 

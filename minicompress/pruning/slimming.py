@@ -7,7 +7,7 @@ then one global |gamma| threshold decides which channels (or residual units) go.
     Convolution Layers", ICLR 2018, arXiv:1802.00124 (the activation-offset compensation).
     Zhang et al., "SlimYOLOv3", arXiv:1907.11093 (the mask union across shortcuts).
 
-    training:   L = L_task + s * sum |gamma|    ->   grad(gamma) += s * sign(gamma)
+    training:   L = L_task + s * sum |gamma|    ->   grad(gamma) += s * sign(gamma)  (sparsity.py)
     threshold:  t = sorted(|gamma| of the ranked layers)[floor(N * percent)];  keep |gamma| >= t
 
 The variants differ in which BatchNorm layers are ranked and how residual partners (the convs
@@ -29,7 +29,7 @@ coldlarry/YOLOv3-complete-pruning, SpursLipu/YOLOv3v4-ModelCompression) keep |ga
 slim and round regular counts to powers of two or to multiples of 8 or 32; we use >= t
 everywhere and multiples of `round_to`.
 
-    BNSparsity(s, schedule, total_steps)           a train.fit callback (after_backward)
+    (sparsity training, the first step, is `sparsity.BNSparsity`, a train.fit callback)
     plan_slim(model, percent, variant, example_input, ...) -> SlimPlan (changes nothing)
     apply_plan(model, plan, example_input, compensate=True) -> smaller model
     slim(model, percent, variant, example_input, compensate=True, ...) -> smaller model
@@ -40,7 +40,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from .. import measure
 from .dependency import build_dependency_graph
@@ -50,8 +49,6 @@ from .surgery import remove_channels
 __all__ = [
     "VARIANTS",
     "percent_for_macs",
-    "SCHEDULES",
-    "BNSparsity",
     "SlimPlan",
     "plan_slim",
     "apply_plan",
@@ -59,87 +56,7 @@ __all__ = [
 ]
 
 VARIANTS = ("normal", "shortcut", "slim", "regular", "layer", "layer_channel")
-SCHEDULES = ("constant", "global_decay", "local_decay")
-# tanluren's decays start half-way through sparsity training and divide s by 100; local decay
-# keeps full s on the 85 % smallest |gamma| ("the largest ratio that pruned with almost no
-# loss" under a constant s) and relieves the 15 % largest.
-_DECAY_START, _DECAY_FACTOR, _LOCAL_FRACTION = 0.5, 0.01, 0.85
 _DEFAULT_ROUND_TO, _DEFAULT_LAYER_KEEP = 8, 0.01
-
-
-class BNSparsity:
-    """Sparsity training as a `train.fit` callback: after each backward pass, add the L1
-    subgradient s * sign(gamma) to the gradient of every BatchNorm scale.
-
-    Liu et al., ICCV 2017, arXiv:1708.06519, section 3: L = L_task + s * sum_gamma |gamma|.
-
-    Args:
-        s: the penalty weight, a float >= 0 (the paper grid-searches 1e-3, 1e-4, 1e-5; the YOLO
-            repositories default to 1e-3). Its effect depends on the optimizer: with SGD the
-            step on gamma is lr * s; Adam rescales each gradient, so s counts relative to the
-            size of the task gradient.
-        schedule: "constant"; "global_decay" (s / 100 after half of `total_steps`);
-            "local_decay" (after half, s on the 85 % of channels with the smallest |gamma|,
-            s / 100 on the rest). The decays trade compression for accuracy.
-        total_steps: optimizer steps of the run, required by the decays (epochs * batches).
-        layers: names of the BatchNorm modules to penalise, or None for all of them.
-
-    Example:
-        >>> train.fit(model, loader, 5, callbacks=[BNSparsity(1e-4)])
-    """
-
-    def __init__(self, s=1e-3, schedule="constant", total_steps=None, layers=None):
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
-            raise ValueError(f"s must be a float >= 0, got {s!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
-            )
-        if schedule != "constant" and (
-            isinstance(total_steps, bool)
-            or not isinstance(total_steps, int)
-            or total_steps < 1
-        ):
-            raise ValueError(
-                f"schedule {schedule!r} needs total_steps, an int >= 1, got {total_steps!r}"
-            )
-        if schedule == "constant" and total_steps is not None:
-            raise ValueError("total_steps is used by the decaying schedules only")
-        self.s, self.schedule, self.total_steps = float(s), schedule, total_steps
-        self.layers = None if layers is None else list(layers)
-
-    def after_backward(self, model, step):
-        norms = self._norms(model)
-        decayed = (
-            self.schedule != "constant" and step >= _DECAY_START * self.total_steps
-        )
-        threshold = None
-        if decayed and self.schedule == "local_decay":
-            gammas = torch.cat([m.weight.detach().abs().flatten() for m in norms])
-            threshold = torch.quantile(gammas.float(), _LOCAL_FRACTION)
-        for module in norms:
-            gamma = module.weight
-            if gamma.grad is None:
-                continue
-            s = torch.full_like(gamma, self.s)
-            if decayed and threshold is None:
-                s *= _DECAY_FACTOR
-            elif threshold is not None:  # relieve the largest 15 %
-                s = torch.where(gamma.detach().abs() > threshold, s * _DECAY_FACTOR, s)
-            gamma.grad.add_(s * torch.sign(gamma.detach()))
-
-    def _norms(self, model):
-        if self.layers is None:
-            return [
-                m
-                for m in model.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                and m.weight is not None
-            ]
-        return [model.get_submodule(name) for name in self.layers]
-
-    def __repr__(self):
-        return f"BNSparsity(s={self.s}, schedule={self.schedule!r}, total_steps={self.total_steps})"
 
 
 @dataclass

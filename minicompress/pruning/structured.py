@@ -78,7 +78,7 @@ def prune_channels(
         round_to: kept counts are rounded up to a multiple of this (8 suits SIMD kernels), >= 1.
         batch, loss_fn: for "taylor": `(inputs, targets)` (or a list of them) and the loss.
         compensate: fold the constant output of removed channels into the next layer
-            (`surgery.remove_channels`); exact for channels with zero BatchNorm scale.
+            (`compensation`); exact for channels with zero BatchNorm scale.
         seed: seed of the "random" criterion.
 
     Returns:
