@@ -122,6 +122,12 @@ def slim(
     Returns:
         A new model of the same class; residual units removed by "layer" become nn.Identity.
 
+    Example:
+        >>> sparse = ...  # a darknet_tiny trained with BNSparsity
+        >>> small = slim(sparse, 0.5, "slim", torch.zeros(1, 1, 28, 28))
+        >>> measure.macs(small, x) < measure.macs(sparse, x)
+        True
+
     Raises:
         TypeError / ValueError: arguments out of range; an argument the variant does not use;
             a percent that would empty a layer under "normal", "shortcut" or "regular"
