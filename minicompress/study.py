@@ -21,7 +21,7 @@ import torch
 from . import data, measure, models, train
 from .pruning import GradualPruning, make_permanent, prune_unstructured
 from .pruning.slimming import slim
-from .pruning.sparsity import BNSparsity
+from .pruning.bn_sparsity import BNSparsity
 from .pruning.structured import prune_channels_to_macs
 
 __all__ = [

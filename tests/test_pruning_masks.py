@@ -177,3 +177,10 @@ def test_make_permanent_on_a_deepcopy_leaves_the_original_masked_and_working():
     assert is_pruned(net[3]) and not is_pruned(twin[3])
     make_permanent(net)
     torch.testing.assert_close(net(x), twin(x))
+
+
+def test_the_package_exports_the_sparsity_function_not_a_module():
+    # A submodule named like a function would replace it on the package when imported.
+    import minicompress.pruning
+
+    assert callable(minicompress.pruning.sparsity)

@@ -11,7 +11,7 @@ from minicompress import measure, models, train
 from minicompress.pruning.dependency import build_dependency_graph
 from minicompress.pruning.layer_pruning import residual_units
 from minicompress.pruning.slimming import percent_for_macs, plan_slim, slim
-from minicompress.pruning.sparsity import BNSparsity
+from minicompress.pruning.bn_sparsity import BNSparsity
 
 X = torch.zeros(1, 1, 8, 8)
 

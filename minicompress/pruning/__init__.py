@@ -25,7 +25,7 @@ never modified; any model torch.fx can trace):
                    recalibrate_batchnorm (BatchNorm statistics after pruning)
     surgery        remove_channels: cut channels out of every coupled tensor
     compensation   channel_constants, fold_offsets: the activation-offset fold (Ye et al. 2018)
-    sparsity       BNSparsity: sparsity training on BatchNorm scales (a train.fit callback)
+    bn_sparsity    BNSparsity: sparsity training on BatchNorm scales (a train.fit callback)
     slimming       slim / plan_slim / apply_plan with the six
                    variants normal, shortcut, slim, regular, layer, layer_channel;
                    percent_for_macs
@@ -62,7 +62,7 @@ from .unstructured import (
 from .criteria import CRITERIA, channel_scores
 from .dependency import ChannelGroup, DependencyGraph, build_dependency_graph
 from .layer_pruning import remove_units, residual_units
-from .sparsity import BNSparsity
+from .bn_sparsity import BNSparsity
 from .slimming import (
     VARIANTS,
     SlimPlan,

@@ -7,7 +7,7 @@ then one global |gamma| threshold decides which channels (or residual units) go.
     Convolution Layers", ICLR 2018, arXiv:1802.00124 (the activation-offset compensation).
     Zhang et al., "SlimYOLOv3", arXiv:1907.11093 (the mask union across shortcuts).
 
-    training:   L = L_task + s * sum |gamma|    ->   grad(gamma) += s * sign(gamma)  (sparsity.py)
+    training:   L = L_task + s * sum |gamma|    ->   grad(gamma) += s * sign(gamma)  (bn_sparsity.py)
     threshold:  t = sorted(|gamma| of the ranked layers)[floor(N * percent)];  keep |gamma| >= t
 
 The variants differ in which BatchNorm layers are ranked and how residual partners (the convs
