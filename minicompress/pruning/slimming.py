@@ -29,7 +29,7 @@ coldlarry/YOLOv3-complete-pruning, SpursLipu/YOLOv3v4-ModelCompression) keep |ga
 slim and round regular counts to powers of two or to multiples of 8 or 32; we use >= t
 everywhere and multiples of `round_to`.
 
-    (sparsity training, the first step, is `sparsity.BNSparsity`, a train.fit callback)
+    (sparsity training, the first step, is `bn_sparsity.BNSparsity`, a train.fit callback)
     plan_slim(model, percent, variant, example_input, ...) -> SlimPlan (changes nothing)
     apply_plan(model, plan, example_input, compensate=True) -> smaller model
     slim(model, percent, variant, example_input, compensate=True, ...) -> smaller model
