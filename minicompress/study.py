@@ -86,11 +86,12 @@ def _fine_tune_epochs(context):
     return max(1, round(context.epochs * PRUNE_FINE_TUNE_FRACTION))
 
 
-def _fine_tune(model, context, callbacks=()):
+def _fine_tune(model, context, epochs=None, callbacks=()):
+    # Adam at the baseline's peak rate under a one-cycle schedule, on the study's data.
     train.fit(
         model,
         context.train_loader,
-        _fine_tune_epochs(context),
+        _fine_tune_epochs(context) if epochs is None else epochs,
         lr=context.lr,
         device=context.device,
         progress=context.progress,
@@ -116,16 +117,7 @@ def channels_50_macs(model, context):
     pruned = prune_channels_to_macs(
         model.cpu(), 0.5, "l1", context.example_input, scope="layer"
     )
-    epochs = _structured_epochs(context)
-    train.fit(
-        pruned,
-        context.train_loader,
-        epochs,
-        lr=context.lr,
-        device=context.device,
-        progress=context.progress,
-        schedule="onecycle",
-    )
+    _fine_tune(pruned, context, epochs=_structured_epochs(context))
     return pruned
 
 
@@ -154,15 +146,7 @@ def slim_row(model, context):
         schedule="onecycle",
     )
     pruned = slim(model.cpu(), SLIM_PERCENT, SLIM_VARIANT, context.example_input)
-    train.fit(
-        pruned,
-        context.train_loader,
-        epochs,
-        lr=context.lr,
-        device=context.device,
-        progress=context.progress,
-        schedule="onecycle",
-    )
+    _fine_tune(pruned, context, epochs=epochs)
     return pruned
 
 
