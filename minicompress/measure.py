@@ -6,6 +6,7 @@
     size_bytes(model, format="dense")   length of the real serialized file ("dense", "csr", "bitmask")
     encode_tensor / decode_tensor       one tensor in a sparse storage format and back
     latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
+    compare_latency(models, x)          best-of-N latency of several models timed interleaved
     summary(model, example_input)       all of the above in a dict
     format_table(rows, baseline=0)      several summaries as a markdown table with ratios
 
@@ -25,6 +26,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import _checks
+
 __all__ = [
     "effective_state_dict",
     "count_params",
@@ -32,6 +35,7 @@ __all__ = [
     "macs",
     "size_bytes",
     "latency_ms",
+    "compare_latency",
     "summary",
     "format_table",
     "SIZE_FORMATS",
@@ -193,25 +197,68 @@ def latency_ms(model, example_input, threads=1, min_run_time=0.2):
 
     The model runs in eval mode under `torch.no_grad()` with `threads` intra-op threads;
     `Timer.blocked_autorange` repeats it for at least `min_run_time` seconds after warm-up.
-    The mode the model was in is restored afterwards.
+    The mode the model was in is restored afterwards. To compare models, use
+    `compare_latency`, which times them interleaved: one timing of one model on a shared
+    machine is mostly noise.
     """
-    benchmark = _import_benchmark()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-    _forward(model, example_input)  # warm-up, and a clear error on a shape mismatch
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            timer = benchmark.Timer(
-                stmt="model(x)",
-                globals={"model": model, "x": example_input},
-                num_threads=threads,
-            )
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        model.train(was_training)
-    return measurement.median * 1e3
+    threads = _checks.check_int(threads, "threads", low=1)
+    min_run_time = _checks.check_real(min_run_time, "min_run_time", low=0, low_open=True)
+    if isinstance(model, nn.Module):
+        _forward(model, example_input)  # warm-up, and a clear error on a shape mismatch
+    else:
+        _checks.check_callable(model, "model")
+    return _median_ms(model, example_input, threads, min_run_time)
+
+
+def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1):
+    """Best-of-`rounds` latency of each model in milliseconds, the models timed interleaved.
+
+    Each round times every model once, in turn (`latency_ms`: the median of a blocked
+    autorange); each model keeps its fastest round. Other processes only ever slow a run down,
+    and interleaving spreads a busy moment over all the models alike, so ratios between the
+    results hold on a shared machine where one-shot timings do not.
+
+    Args:
+        models: dict {name: model}; a model is an `nn.Module` (timed in eval mode under
+            `torch.no_grad()`) or any callable `f(x)`, such as an onnxruntime session wrapper.
+        example_input: the input every model gets, or a dict {name: input} with one per model.
+        rounds: N, an int >= 1.
+        threads: intra-op threads, an int >= 1.
+        min_run_time: seconds each timing runs for at least, a number > 0.
+
+    Returns:
+        dict {name: milliseconds}, in the order of `models`.
+
+    Example:
+        >>> import torch; from minicompress import measure, models
+        >>> nets = {"lenet5": models.build("lenet5"), "lenet300": models.build("lenet300")}
+        >>> ms = measure.compare_latency(nets, torch.zeros(8, 1, 28, 28), rounds=2)
+        >>> sorted(ms) == ["lenet300", "lenet5"] and all(t > 0 for t in ms.values())
+        True
+    """
+    if not isinstance(models, dict) or not models:
+        raise TypeError(f"models must be a non-empty dict {{name: model}}, got {models!r:.80}")
+    rounds = _checks.check_int(rounds, "rounds", low=1)
+    threads = _checks.check_int(threads, "threads", low=1)
+    min_run_time = _checks.check_real(min_run_time, "min_run_time", low=0, low_open=True)
+    if isinstance(example_input, dict):
+        missing = [name for name in models if name not in example_input]
+        if missing:
+            raise ValueError(f"example_input has no input for the models {missing}")
+        inputs = example_input
+    else:
+        inputs = dict.fromkeys(models, example_input)
+    for name, model in models.items():  # every model runs once before any is timed
+        if isinstance(model, nn.Module):
+            _forward(model, inputs[name])
+        else:
+            _checks.check_callable(model, f"models[{name!r}]")
+    best = dict.fromkeys(models, math.inf)
+    for _ in range(rounds):
+        for name, model in models.items():
+            ms = _median_ms(model, inputs[name], threads, min_run_time)
+            best[name] = min(best[name], ms)
+    return best
 
 
 def summary(model, example_input, threads=1, accuracy=None):
@@ -343,6 +390,27 @@ def _expected_input(model):
         if isinstance(module, nn.Linear):
             return f"{name!r} (Linear) expects {module.in_features} input features, shape (B, {module.in_features})"
     return None
+
+
+def _median_ms(model, example_input, threads, min_run_time):
+    """One `blocked_autorange` median in ms; an `nn.Module` runs in eval mode, no_grad."""
+    benchmark = _import_benchmark()
+    is_module = isinstance(model, nn.Module)
+    was_training = model.training if is_module else None
+    if is_module:
+        model.eval()
+    try:
+        with torch.no_grad():
+            timer = benchmark.Timer(
+                stmt="model(x)",
+                globals={"model": model, "x": example_input},
+                num_threads=threads,
+            )
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        if is_module:
+            model.train(was_training)
+    return measurement.median * 1e3
 
 
 def _import_benchmark():

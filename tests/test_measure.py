@@ -81,6 +81,33 @@ def test_latency_is_positive_and_keeps_the_mode():
         measure.latency_ms(model, torch.zeros(1, 1, 28, 28), threads=0)
 
 
+def test_compare_latency_ranks_a_model_that_does_more_work_slower():
+    # The same layer run once or four times in a row: 4x the work, timed interleaved.
+    layer = nn.Linear(256, 256)
+    nets = {"once": nn.Sequential(layer), "four times": nn.Sequential(*[layer] * 4)}
+    nets["once"].train()
+    ms = measure.compare_latency(nets, torch.zeros(64, 256), rounds=3, min_run_time=0.02)
+    assert list(ms) == ["once", "four times"]
+    assert ms["four times"] > 1.5 * ms["once"]  # 4x the work; a margin for a busy machine
+    assert nets["once"].training  # the mode is restored
+
+
+def test_compare_latency_times_plain_callables_with_their_own_inputs():
+    ms = measure.compare_latency(
+        {"double": lambda x: x * 2, "net": nn.Linear(3, 1)},
+        {"double": torch.zeros(4), "net": torch.zeros(2, 3)},
+        rounds=1,
+        min_run_time=0.01,
+    )
+    assert all(t > 0 for t in ms.values())
+    with pytest.raises(ValueError, match=r"no input for the models \['net'\]"):
+        measure.compare_latency({"net": nn.Linear(3, 1)}, {}, rounds=1)
+    with pytest.raises(ValueError, match="rounds must be an int >= 1, got 0"):
+        measure.compare_latency({"net": nn.Linear(3, 1)}, torch.zeros(1, 3), rounds=0)
+    with pytest.raises(TypeError, match="models must be a non-empty dict"):
+        measure.compare_latency([nn.Linear(3, 1)], torch.zeros(1, 3))
+
+
 def test_a_shape_mismatch_names_both_shapes():
     model = models.build("lenet5")
     with pytest.raises(

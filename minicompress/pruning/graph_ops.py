@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
+from .. import _checks
+
 __all__ = [
     "trace",
     "propagate_shapes",
@@ -107,21 +109,7 @@ def trace(model):
         ValueError: the model cannot be traced; the message names the innermost module being
             traced when it failed and the last node recorded before.
     """
-    tracer = _RecordingTracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as error:
-        where = (
-            f"inside module {tracer.failed_in!r}" if tracer.failed_in else "in forward"
-        )
-        last = tracer.last_node
-        after = f"after node {last.name!r}" if last is not None else "before any node"
-        raise ValueError(
-            f"torch.fx could not trace {type(model).__name__}: it failed {where}, {after} "
-            f"({type(error).__name__}: {error}). Structured pruning needs a model torch.fx can "
-            "trace: no Python control flow on tensor values."
-        ) from error
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    return _checks.trace(model, "structured pruning")
 
 
 def propagate_shapes(graph_module, example_input):
@@ -208,26 +196,6 @@ def node_role(graph_module, node, shapes):
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-class _RecordingTracer(fx.Tracer):
-    """A tracer that remembers where it was, so that a failure can name the module and node."""
-
-    def __init__(self):
-        super().__init__()
-        self.last_node, self.failed_in = None, None
-
-    def create_node(self, *args, **kwargs):
-        self.last_node = super().create_node(*args, **kwargs)
-        return self.last_node
-
-    def call_module(self, m, forward, args, kwargs):
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_in is None:  # the innermost module sees the error first
-                self.failed_in = self.path_of_module(m) or type(m).__name__
-            raise
 
 
 def _module_role(node, module, shapes):
