@@ -66,6 +66,7 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0):
             sizes), holding NaN or inf; temperature <= 0, NaN or inf.
 
     Example:
+        >>> import torch
         >>> z_s = torch.tensor([[1.0, 2.0, 3.0]])
         >>> print(f"{kd_loss(z_s, z_s + 5.0).item():.4f}")  # a shift changes no probability
         0.0000
