@@ -7,13 +7,24 @@ paper's defaults. Each returns only its own term, a scalar averaged over the bat
 cross-entropy and the weights between terms belong to the trainer. Teacher tensors are
 detached inside every loss.
 
-    logit          kd_loss (Hinton KD: τ² · KL(p_t^τ ‖ p_s^τ), 'batchmean')
+    logit          kd_loss (Hinton KD: τ² · KL(p_t^τ ‖ p_s^τ), 'batchmean'), dkd_loss,
+                   logit_std_kd_loss
+    dist           dist_loss
+    teacher_free   label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
 """
 
 # --- losses -----------------------------------------------------------------------------------
-from .logit import kd_loss
+from .dist import dist_loss
+from .logit import dkd_loss, kd_loss, logit_std_kd_loss
+from .teacher_free import label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
 
 __all__ = [
     # losses
     "kd_loss",
+    "dkd_loss",
+    "dist_loss",
+    "logit_std_kd_loss",
+    "label_smoothing_loss",
+    "tf_kd_self_loss",
+    "tf_kd_virtual_loss",
 ]
