@@ -15,6 +15,7 @@ point reads `amount = check_fraction(amount, "amount")`. Public functions call t
 compute everything, then change the model: a failed call leaves the caller's model as it was.
 """
 
+import difflib
 import math
 import numbers
 
@@ -184,17 +185,20 @@ def check_names(value, name):
 
 def check_module_names(model, names, name, kinds=None):
     """Each of `names` is a submodule of `model` (of one of `kinds`, a tuple of classes, if
-    given); returns {name: module}. The message lists the names that would do."""
+    given); returns {name: module}. The message gives the closest names (a misspelt path in
+    a torchvision model with 200 modules) and then the names that would do."""
     modules = dict(model.named_modules())
     names = check_names(names, name)
     allowed = [n for n, m in modules.items() if n and (kinds is None or isinstance(m, kinds))]
     for item in names:
         if item not in modules or (kinds is not None and not isinstance(modules[item], kinds)):
             what = "" if kinds is None else " " + " or ".join(k.__name__ for k in kinds)
+            close = difflib.get_close_matches(item, allowed, n=5, cutoff=0.5)
+            closest = f"closest: {', '.join(map(repr, close))}; " if close else ""
             shown = ", ".join(allowed[:12]) + (", ..." if len(allowed) > 12 else "")
             raise ValueError(
                 f"{name} names {item!r}, which is not a{what} module of "
-                f"{type(model).__name__}; allowed: {shown or 'none'}"
+                f"{type(model).__name__}; {closest}allowed: {shown or 'none'}"
             )
     return {item: modules[item] for item in names}
 

@@ -70,12 +70,14 @@ def fit(
     progress=True,
     callbacks=(),
     schedule="constant",
+    loss_inputs=False,
 ):
     """Train `model` in place for `epochs` passes over `train_loader`.
 
     Args:
         model: the `nn.Module` to train; it ends in training mode.
-        train_loader: iterable of `(inputs, targets)` batches.
+        train_loader: iterable of `(inputs, targets)` batches; with `loss_inputs`, a batch
+            may carry more items after the targets (sample indices, say).
         epochs: number of passes, an int >= 0.
         lr: learning rate of the default optimizer, Adam; None means 1e-3. Passing both
             `lr` and `optimizer` is an error (the optimizer already has its rates).
@@ -90,6 +92,9 @@ def fit(
         schedule: "constant" keeps the learning rate; "onecycle" warms up to `lr` and anneals
             to nearly zero over all steps (Smith & Topin 2019, arXiv:1708.07120), which buys
             about a point of accuracy in a short run. Applies to a given optimizer too.
+        loss_inputs: call `loss_fn(outputs, targets, inputs, *extra)` instead, with `extra`
+            the batch's items after the targets, on the device: distillation runs the
+            teacher on the inputs and contrastive distillation needs the sample indices.
 
     Returns:
         A dict of per-epoch lists: "loss" (mean training loss) and "accuracy" (training top-1
@@ -143,10 +148,18 @@ def fit(
             disable=not progress,
             leave=False,
         )
-        for inputs, targets in bar:
+        for inputs, targets, *extra in bar:
+            if extra and not loss_inputs:
+                raise ValueError(
+                    f"a batch holds {2 + len(extra)} items; loss_fn only takes (outputs, "
+                    "targets) unless loss_inputs=True"
+                )
             inputs, targets = inputs.to(device), targets.to(device)
             outputs = model(inputs)
-            loss = loss_fn(outputs, targets)
+            if loss_inputs:
+                loss = loss_fn(outputs, targets, inputs, *(e.to(device) for e in extra))
+            else:
+                loss = loss_fn(outputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for hook in hooks["after_backward"]:

@@ -96,6 +96,15 @@ def test_module_names_must_exist_and_be_of_the_kind():
         _checks.check_module_names(model, "fc", "layers")
 
 
+def test_a_misspelt_module_name_is_answered_with_the_closest_names():
+    model = nn.Sequential()
+    model.add_module("layer1", nn.Linear(2, 2))
+    model.add_module("layer4", nn.Linear(2, 2))
+    model.add_module("fc", nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="'layr4'.*closest: 'layer4', 'layer1'; allowed: layer1"):
+        _checks.check_module_names(model, "layr4", "teacher")
+
+
 def test_first_batch_of_an_empty_loader_is_an_error():
     assert _checks.first_batch([1, 2], "loader") == 1
     with pytest.raises(ValueError, match="calibration_loader yielded no batches"):

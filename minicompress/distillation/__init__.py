@@ -11,12 +11,23 @@ detached inside every loss.
                    logit_std_kd_loss
     dist           dist_loss
     teacher_free   label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
+
+Training. `Distiller` trains a student against a frozen teacher with any weighted sum of the
+losses (each a `Term`) and cross-entropy, through `train.fit`; `FeatureTaps` names the layers
+a term compares by module path; the schemes arrange several networks around the same losses.
+
+    taps           FeatureTaps, channel_adapter
+    distiller      Term, Distiller
 """
 
 # --- losses -----------------------------------------------------------------------------------
 from .dist import dist_loss
 from .logit import dkd_loss, kd_loss, logit_std_kd_loss
 from .teacher_free import label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
+
+# --- training: taps, Distiller, schemes ----------------------------------------------------------
+from .distiller import Distiller, Term
+from .taps import FeatureTaps, channel_adapter
 
 __all__ = [
     # losses
@@ -27,4 +38,9 @@ __all__ = [
     "label_smoothing_loss",
     "tf_kd_self_loss",
     "tf_kd_virtual_loss",
+    # training: taps, Distiller, schemes
+    "FeatureTaps",
+    "channel_adapter",
+    "Term",
+    "Distiller",
 ]
