@@ -134,3 +134,18 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="cuda.*is_available"):
         train.resolve_device("cuda")
     assert train.resolve_device("auto").type == "cpu"
+
+
+def test_a_loss_that_takes_inputs_sees_the_batch_and_its_extra_items():
+    seen = []
+
+    def loss_fn(outputs, targets, inputs, index):
+        seen.append((inputs, index))
+        return torch.nn.functional.cross_entropy(outputs, targets)
+
+    x, y, index = torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4)
+    model = torch.nn.Linear(3, 2)
+    train.fit(model, [(x, y, index)], 1, loss_fn=loss_fn, loss_inputs=True, progress=False)
+    assert torch.equal(seen[0][0], x) and torch.equal(seen[0][1], index)
+    with pytest.raises(ValueError, match="a batch holds 3 items.*loss_inputs=True"):
+        train.fit(model, [(x, y, index)], 1, progress=False)
