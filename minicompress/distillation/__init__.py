@@ -18,6 +18,8 @@ a term compares by module path; the schemes arrange several networks around the 
 
     taps           FeatureTaps, channel_adapter
     distiller      Term, Distiller
+    schemes        mutual_learning (mutual_losses), born_again, teacher_assistant,
+                   NoisyTeacher (perturb_logits), Ensemble (ensemble_probabilities)
 """
 
 # --- losses -----------------------------------------------------------------------------------
@@ -27,6 +29,16 @@ from .teacher_free import label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_l
 
 # --- training: taps, Distiller, schemes ----------------------------------------------------------
 from .distiller import Distiller, Term
+from .schemes import (
+    Ensemble,
+    NoisyTeacher,
+    born_again,
+    ensemble_probabilities,
+    mutual_learning,
+    mutual_losses,
+    perturb_logits,
+    teacher_assistant,
+)
 from .taps import FeatureTaps, channel_adapter
 
 __all__ = [
@@ -43,4 +55,12 @@ __all__ = [
     "channel_adapter",
     "Term",
     "Distiller",
+    "mutual_losses",
+    "mutual_learning",
+    "born_again",
+    "teacher_assistant",
+    "perturb_logits",
+    "NoisyTeacher",
+    "ensemble_probabilities",
+    "Ensemble",
 ]
