@@ -215,7 +215,7 @@ def test_dkd_with_alpha_one_and_beta_equal_to_doubt_is_kd_for_one_sample():
             ValueError,
             r"targets must be class indices in \[0, 3\]",
         ),
-        ({"targets": torch.tensor([0, 1])}, ValueError, "targets must hold 3 labels"),
+        ({"targets": torch.tensor([0, 1])}, ValueError, "targets must hold 3 class indices"),
         (
             {"targets": torch.tensor([0.0, 1.0, 2.0])},
             TypeError,
