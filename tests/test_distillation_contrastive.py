@@ -160,3 +160,33 @@ def test_crd_refuses_bad_input():
         ValueError, match=r"momentum must be a finite number in \[0, 1\)"
     ):
         ContrastMemory(dim=4, dataset_size=3, momentum=1.0)
+
+
+def test_a_refused_call_leaves_the_memory_as_it_was():
+    memory = ContrastMemory(dim=4, dataset_size=10, negatives=3, seed=2)
+    v = _unit(2, 4, seed=0)
+    crd_loss(v, v, torch.tensor([0, 1]), memory)
+    state = {name: tensor.clone() for name, tensor in memory.state_dict().items()}
+    sampler = memory.sampler.get_state()
+    for bad in (torch.tensor([0, 10]), torch.tensor([0.0, 1.0])):
+        with pytest.raises((ValueError, TypeError)):
+            crd_loss(v, v, bad, memory)
+    with pytest.raises(ValueError, match="negatives must be training-set positions"):
+        crd_loss(
+            v, v, torch.tensor([0, 1]), memory, negatives=torch.tensor([[0], [12]])
+        )
+    assert all(torch.equal(memory.state_dict()[name], state[name]) for name in state)
+    assert torch.equal(memory.sampler.get_state(), sampler)
+
+
+def test_memory_and_head_defaults_are_the_papers():
+    memory, head = ContrastMemory(128, 50), CRDEmbed(32)
+    assert (
+        memory.negatives == 16384
+        and memory.momentum == 0.5
+        and head.linear.out_features == 128
+    )
+    negatives = memory.draw(torch.tensor([0, 49]))
+    assert tuple(negatives.shape) == (2, 16384) and int(negatives.max()) < 50
+    v = F.normalize(torch.rand(2, 128), dim=1)
+    assert torch.isfinite(crd_loss(v, v, torch.tensor([0, 49]), memory))

@@ -75,3 +75,12 @@ def test_ft_refuses_bad_input():
         Paraphraser(8, rate=0)
     with pytest.raises(ValueError, match="factor_channels must be an int >= 1"):
         Translator(4, 0)
+
+
+def test_ft_refuses_the_wrong_kinds_with_a_type_error():
+    with pytest.raises(TypeError, match="p must be a finite number >= 1, got '1'"):
+        ft_loss(torch.ones(2, 3), torch.ones(2, 3), p="1")
+    with pytest.raises(TypeError, match="teacher_factor must be a torch.Tensor"):
+        ft_loss(torch.ones(2, 3), None)
+    with pytest.raises(TypeError, match="channels must be an int >= 1"):
+        Paraphraser(8.0)

@@ -169,3 +169,15 @@ def test_nst_refuses_maps_of_other_batches():
         match="student_features and teacher_features must have the same batch",
     ):
         nst_loss(torch.zeros(2, 3, 4, 4), torch.zeros(3, 3, 4, 4))
+
+
+def test_feature_losses_refuse_the_wrong_kinds_with_a_type_error():
+    f = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(TypeError, match="p must be a finite number > 0, got '2'"):
+        at_loss(f, f, p="2")
+    with pytest.raises(
+        TypeError, match="teacher_features must be a torch.Tensor, got list"
+    ):
+        nst_loss(f, [[0.0]])
+    with pytest.raises(TypeError, match="teacher_second must be a torch.Tensor"):
+        fsp_loss(f, f, f, None)

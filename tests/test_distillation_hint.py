@@ -132,3 +132,12 @@ def test_ab_refuses_bad_input():
         ab_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="teacher_channels must be an int >= 1"):
         Connector(4, 0)
+
+
+def test_hint_losses_refuse_the_wrong_kinds_with_a_type_error():
+    with pytest.raises(TypeError, match="margin must be a finite number >= 0, got '1'"):
+        ab_loss(torch.zeros(2, 3), torch.zeros(2, 3), margin="1")
+    with pytest.raises(TypeError, match="student_hint must be a torch.Tensor"):
+        fitnet_loss(1.0, torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="teacher_channels must be an int >= 1"):
+        HintRegressor(3, 5.0, 4, 4)

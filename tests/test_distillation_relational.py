@@ -201,3 +201,27 @@ def test_relational_hyperparameters_are_checked():
         cc_loss(student, teacher, order=2.0)
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         pkt_loss(student, teacher, eps=0.0)
+
+
+@pytest.mark.parametrize(
+    "loss", [rkd_distance_loss, rkd_angle_loss, sp_loss, pkt_loss, cc_loss]
+)
+def test_relational_losses_refuse_the_wrong_kinds_with_a_type_error(loss):
+    student, teacher = _embeddings()
+    with pytest.raises(
+        TypeError, match="student_embeddings must be a torch.Tensor, got list"
+    ):
+        loss(student.tolist(), teacher)
+    with pytest.raises(TypeError, match="teacher_embeddings must be a torch.Tensor"):
+        loss(student, None)
+
+
+@pytest.mark.parametrize(
+    "loss", [rkd_distance_loss, rkd_angle_loss, sp_loss, pkt_loss, cc_loss]
+)
+def test_relational_losses_train_the_student_and_detach_the_teacher(loss):
+    student, teacher = _embeddings(seed=8)
+    student.requires_grad_(True), teacher.requires_grad_(True)
+    loss(student, teacher).backward()
+    assert teacher.grad is None
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0

@@ -77,3 +77,20 @@ def test_vid_refuses_bad_input():
         vid_loss(mean, variance, teacher[:, :, :1])
     with pytest.raises(ValueError, match="init_variance must be a finite number >"):
         VIDRegressor(3, 5, init_variance=0.0)
+
+
+def test_vid_refuses_the_wrong_kinds_with_a_type_error():
+    mean, variance, teacher = _maps()
+    with pytest.raises(
+        TypeError, match="student_variance must be a torch.Tensor, got float"
+    ):
+        vid_loss(mean, 5.0, teacher)
+    with pytest.raises(TypeError, match="teacher_features must be a torch.Tensor"):
+        vid_loss(mean, variance, teacher.numpy())
+    with pytest.raises(TypeError, match="hidden_channels must be an int >= 1"):
+        VIDRegressor(3, 5, hidden_channels=2.5)
+
+
+def test_vid_regressor_defaults_hide_the_teacher_width():
+    regressor = VIDRegressor(3, 7)
+    assert regressor.mean[0].out_channels == 7 and regressor.eps == 1e-5
