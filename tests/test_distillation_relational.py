@@ -159,6 +159,14 @@ def test_cc_squares_torchdistills_norm_on_normalized_embeddings():
     assert_close(cc_loss(student, teacher), theirs**2 * 36, rtol=1e-10, atol=0)
 
 
+def test_cc_matches_an_implementation_of_the_paper_form():
+    # JDAI-CV/FaceX-Zoo's CC loss (addition_module/face_lightning/KDF/loss/cc.py, commit
+    # 0fea63c: L2-normalized features, the order-P expansion, F.mse_loss over the B² entries)
+    # run on these tensors.
+    student, teacher = _data((5, 4), 0.7, 0.1), _data((5, 6), 1.1, 0.3)
+    assert_close(cc_loss(student, teacher).item(), 0.172452326190039, rtol=1e-12, atol=0)
+
+
 def test_cc_matches_a_hand_worked_first_order_kernel():
     # Order 1: ψ_ij = e^(−2γ) (1 + 2γ cos_ij). Student: two parallel vectors (cos 1), teacher:
     # orthogonal (cos 0). Only the two off-diagonal entries differ, by 2γ e^(−2γ).

@@ -84,7 +84,8 @@ def rkd_angle_loss(student_embeddings, teacher_embeddings):
 
         rkd_angle = (1/B³) Σ_{i,j,k} l_δ(ψ_A(s_i, s_j, s_k), ψ_A(t_i, t_j, t_k))
 
-    Angles ignore scale and translation. Weight λ_A = 2 in the paper (see rkd_distance_loss).
+    Angles ignore scale and translation. The paper taps the final embeddings and weights this
+    term by λ_A = 2 (see rkd_distance_loss).
 
     Note:
         A mean over the B³ entries (degenerate ones, with i = j or k = j, are 0 on both
@@ -198,10 +199,10 @@ def cc_loss(student_embeddings, teacher_embeddings, gamma=0.4, order=2):
 
     Note:
         The expansion equals the RBF kernel only for unit-norm embeddings, so we normalize
-        them first, as the widely used reimplementations (e.g. Knowledge-Distillation-Zoo)
-        do. torchdistill's CCKDLoss uses the same kernel on unnormalized embeddings and the
-        unsquared norm; RepDistiller's `Correlation` ("the authors shared the code")
-        computes a different quantity, products of gaps between adjacent samples.
+        them first, as reimplementations such as FaceX-Zoo's KDF losses do. torchdistill's
+        CCKDLoss uses the same kernel on unnormalized embeddings and the unsquared norm;
+        RepDistiller's `Correlation` ("the authors shared the code") computes a different
+        quantity, products of gaps between adjacent samples.
 
     Args:
         student_embeddings: (B, D_s) (or (B, ...), flattened), B >= 2.
