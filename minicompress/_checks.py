@@ -149,16 +149,17 @@ def check_same_size(a, b, a_name, b_name, dim=0, what="batch size"):
         )
 
 
-def check_labels(value, name, batch, classes):
-    """`value` is an integer tensor of `batch` class indices, each in [0, classes)."""
+def check_labels(value, name, batch, classes, what="class indices"):
+    """`value` is an integer tensor of `batch` indices (class labels, by default), each in
+    [0, classes)."""
     check_tensor(value, name, dims=1)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {value.dtype}")
+        raise TypeError(f"{name} must hold integer {what}, got dtype {value.dtype}")
     if value.shape[0] != batch:
-        raise ValueError(f"{name} must hold {batch} labels (one per sample), got {value.shape[0]}")
+        raise ValueError(f"{name} must hold {batch} {what} (one per sample), got {value.shape[0]}")
     if value.numel() and not (0 <= int(value.min()) and int(value.max()) < classes):
         raise ValueError(
-            f"{name} must be class indices in [0, {classes - 1}], got values from "
+            f"{name} must be {what} in [0, {classes - 1}], got values from "
             f"{int(value.min())} to {int(value.max())}"
         )
     return value

@@ -144,9 +144,11 @@ def test_labels_are_integer_indices_below_the_class_count():
     assert _checks.check_labels(labels, "targets", 3, 3) is labels
     with pytest.raises(TypeError, match="targets must hold integer class indices"):
         _checks.check_labels(labels.float(), "targets", 3, 3)
-    with pytest.raises(ValueError, match="targets must hold 4 labels"):
+    with pytest.raises(ValueError, match=r"targets must hold 4 class indices \(one per sample\)"):
         _checks.check_labels(labels, "targets", 4, 3)
     with pytest.raises(ValueError, match=r"class indices in \[0, 1\], got values from 0 to 2"):
         _checks.check_labels(labels, "targets", 3, 2)
     with pytest.raises(ValueError, match="targets must have 1 dimensions"):
         _checks.check_labels(labels[None], "targets", 1, 3)
+    with pytest.raises(ValueError, match=r"index must be dataset positions in \[0, 1\]"):
+        _checks.check_labels(labels, "index", 3, 2, what="dataset positions")

@@ -64,3 +64,12 @@ def test_dist_refuses_negative_weights():
         ValueError, match="student_logits and teacher_logits must have the same"
     ):
         dist_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_dist_refuses_the_wrong_kinds_with_a_type_error():
+    with pytest.raises(TypeError, match="beta must be a finite number >= 0, got '1'"):
+        dist_loss(torch.zeros(2, 3), torch.zeros(2, 3), beta="1")
+    with pytest.raises(TypeError, match="teacher_logits must be a torch.Tensor"):
+        dist_loss(torch.zeros(2, 3), None)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        dist_loss(torch.zeros(2, 3), torch.zeros(2, 3), temperature=0)

@@ -215,7 +215,11 @@ def test_dkd_with_alpha_one_and_beta_equal_to_doubt_is_kd_for_one_sample():
             ValueError,
             r"targets must be class indices in \[0, 3\]",
         ),
-        ({"targets": torch.tensor([0, 1])}, ValueError, "targets must hold 3 labels"),
+        (
+            {"targets": torch.tensor([0, 1])},
+            ValueError,
+            "targets must hold 3 class indices",
+        ),
         (
             {"targets": torch.tensor([0.0, 1.0, 2.0])},
             TypeError,
@@ -285,3 +289,9 @@ def test_logit_std_kd_needs_two_classes_and_a_positive_temperature():
         logit_std_kd_loss(torch.zeros(3, 1), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         logit_std_kd_loss(torch.zeros(3, 2), torch.zeros(3, 2), temperature=-2.0)
+
+
+@pytest.mark.parametrize("loss", [kd_loss, logit_std_kd_loss])
+def test_logit_losses_refuse_a_missing_teacher(loss):
+    with pytest.raises(TypeError, match="teacher_logits must be a torch.Tensor, got NoneType"):
+        loss(torch.zeros(2, 3), None)

@@ -105,7 +105,7 @@ def test_tf_kd_virtual_target_is_nearly_uniform_at_high_temperature():
         (
             lambda z, y: label_smoothing_loss(z, y[:2]),
             ValueError,
-            "targets must hold 6 labels",
+            "targets must hold 6 class indices",
         ),
         (
             lambda z, y: label_smoothing_loss(z[0], y),

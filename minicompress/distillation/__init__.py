@@ -5,12 +5,23 @@ Losses. Each is a plain function of tensors, student tensor(s) first, then teach
 then labels or indices where the method needs them, hyperparameters as keywords with the
 paper's defaults. Each returns only its own term, a scalar averaged over the batch; the
 cross-entropy and the weights between terms belong to the trainer. Teacher tensors are
-detached inside every loss.
+detached inside every loss (except CRD's teacher embeddings, the output of a learned head).
 
     logit          kd_loss (Hinton KD: τ² · KL(p_t^τ ‖ p_s^τ), 'batchmean'), dkd_loss,
                    logit_std_kd_loss
     dist           dist_loss
     teacher_free   label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
+    feature        at_loss (mode "code" or "paper"), fsp_loss, nst_loss: no learned parts
+    hint           fitnet_loss + HintRegressor, ab_loss + Connector (student-side adapters)
+    factor_transfer  ft_loss + Paraphraser (teacher side) and Translator (student side)
+    vid            vid_loss + VIDRegressor (the Gaussian's mean and per-channel variance)
+    relational     rkd_distance_loss, rkd_angle_loss, sp_loss, pkt_loss, cc_loss
+    contrastive    crd_loss + CRDEmbed (one head per network) and ContrastMemory (the bank)
+
+Learned parts (regressors, connectors, paraphraser, translator, embedding heads, memory) are
+small `nn.Module`s beside their loss: train them with the student (give their parameters to
+the optimizer) and leave them out of the deployed student. Every loss validates its inputs
+(TypeError for the wrong kind, ValueError for a wrong value, naming the argument).
 
 Training. `Distiller` trains a student against a frozen teacher with any weighted sum of the
 losses (each a `Term`) and cross-entropy, through `train.fit`; `FeatureTaps` names the layers
@@ -22,10 +33,18 @@ a term compares by module path; the schemes arrange several networks around the 
                    NoisyTeacher (perturb_logits), Ensemble (ensemble_probabilities)
 """
 
-# --- losses -----------------------------------------------------------------------------------
+# --- losses: begin ----------------------------------------------------------------------------
+from .contrastive import ContrastMemory, CRDEmbed, crd_loss
 from .dist import dist_loss
+from .factor_transfer import Paraphraser, Translator, ft_loss
+from .feature import at_loss, fsp_loss, nst_loss
+from .hint import Connector, HintRegressor, ab_loss, fitnet_loss
 from .logit import dkd_loss, kd_loss, logit_std_kd_loss
+from .relational import cc_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
 from .teacher_free import label_smoothing_loss, tf_kd_self_loss, tf_kd_virtual_loss
+from .vid import VIDRegressor, vid_loss
+
+# --- losses: end ------------------------------------------------------------------------------
 
 # --- training: taps, Distiller, schemes ----------------------------------------------------------
 from .distiller import Distiller, Term
@@ -50,6 +69,27 @@ __all__ = [
     "label_smoothing_loss",
     "tf_kd_self_loss",
     "tf_kd_virtual_loss",
+    "at_loss",
+    "fsp_loss",
+    "nst_loss",
+    "fitnet_loss",
+    "HintRegressor",
+    "ab_loss",
+    "Connector",
+    "ft_loss",
+    "Paraphraser",
+    "Translator",
+    "vid_loss",
+    "VIDRegressor",
+    "rkd_distance_loss",
+    "rkd_angle_loss",
+    "sp_loss",
+    "pkt_loss",
+    "cc_loss",
+    "crd_loss",
+    "CRDEmbed",
+    "ContrastMemory",
+    # end of losses
     # training: taps, Distiller, schemes
     "FeatureTaps",
     "channel_adapter",

@@ -5,7 +5,8 @@ arXiv:2205.10536. An exact match of the teacher's probabilities (the KL of `kd_l
 strict when the teacher is much stronger; DIST asks only that the student rank classes, and
 samples, the way the teacher does, through the Pearson correlation ρ of softmax outputs:
 
-    dist = τ² · (β · (1 − mean_b ρ(Y_s[b, :], Y_t[b, :])) + γ · (1 − mean_c ρ(Y_s[:, c], Y_t[:, c])))
+    dist = τ² · (β · (1 − mean_b ρ(Y_s[b, :], Y_t[b, :]))      inter-class, per sample
+                 + γ · (1 − mean_c ρ(Y_s[:, c], Y_t[:, c])))    intra-class, per class
 
 Entry point (a scalar; the cross-entropy and the weight of this term belong to the trainer):
     dist_loss(student_logits, teacher_logits, beta=1.0, gamma=1.0, temperature=1.0)

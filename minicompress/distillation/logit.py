@@ -216,14 +216,15 @@ def _standardize(z):
     return (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + STD_EPS)
 
 
-def _check_logits(student_logits, teacher_logits=None, targets=None, min_classes=1):
+def _check_logits(student_logits, teacher_logits, targets=None, min_classes=1):
     # The rules every logit loss shares on its tensors.
+    _check_student_logits(student_logits, targets, min_classes)
+    check_tensor(teacher_logits, "teacher_logits", dims=2, finite=True)
+    check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
+
+
+def _check_student_logits(student_logits, targets=None, min_classes=1):
     check_tensor(student_logits, "student_logits", dims=2, finite=True)
-    if teacher_logits is not None:
-        check_tensor(teacher_logits, "teacher_logits", dims=2, finite=True)
-        check_same_shape(
-            student_logits, teacher_logits, "student_logits", "teacher_logits"
-        )
     batch, classes = student_logits.shape
     if classes < min_classes:
         raise ValueError(

@@ -26,7 +26,7 @@ B·C) and compensates with a per-model "multiplier" m of 1 to 100; we use 'batch
 import torch.nn.functional as F
 
 from .._checks import check_real
-from .logit import _check_logits, _check_temperature, _kl, kd_loss
+from .logit import _check_student_logits, _check_temperature, _kl, kd_loss
 
 __all__ = ["label_smoothing_loss", "tf_kd_self_loss", "tf_kd_virtual_loss"]
 
@@ -69,7 +69,7 @@ def label_smoothing_loss(student_logits, targets, smoothing=0.1):
         >>> print(f"{label_smoothing_loss(z, y) - reference:.4f}")
         0.0000
     """
-    _check_logits(student_logits, targets=targets)
+    _check_student_logits(student_logits, targets)
     smoothing = check_real(smoothing, "smoothing", low=0, high=1)
     log_p_s = F.log_softmax(student_logits, dim=1)
     onehot = F.one_hot(targets, log_p_s.shape[1]).to(log_p_s.dtype)
@@ -155,7 +155,7 @@ def tf_kd_virtual_loss(student_logits, targets, correct_prob=0.99, temperature=2
         >>> print(f"{tf_kd_virtual_loss(p_d / 20, y):.4f}")  # logits p^d / τ match the target
         0.0000
     """
-    _check_logits(student_logits, targets=targets, min_classes=2)
+    _check_student_logits(student_logits, targets, min_classes=2)
     tau = _check_temperature(temperature)
     a = check_real(correct_prob, "correct_prob", low=0, high=1)
     classes = student_logits.shape[1]
