@@ -73,7 +73,9 @@ def test_a_module_reused_in_forward_counts_every_call():
 
 def test_a_misspelt_layer_is_an_error_that_lists_close_names():
     model = models.build("resnet8")
-    with pytest.raises(ValueError, match=r"'layer4'.*closest: 'layer3', 'layer2', 'layer1'"):
+    with pytest.raises(
+        ValueError, match=r"'layer4'.*closest: 'layer3', 'layer2', 'layer1'"
+    ):
         FeatureTaps(model, ["layer1", "layer4"])
     with pytest.raises(ValueError, match="ends in ':output_'"):
         FeatureTaps(model, "layer1:output_")
@@ -100,7 +102,9 @@ def test_the_adapter_maps_channels_with_a_1x1_conv_or_a_linear_layer():
     x = torch.randn(2, 16, 3, 3, dtype=torch.float64)
     conv = conv.double()
     by_hand = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)
-    assert_close(conv(x), by_hand + conv.bias[None, :, None, None], rtol=1e-12, atol=1e-12)
+    assert_close(
+        conv(x), by_hand + conv.bias[None, :, None, None], rtol=1e-12, atol=1e-12
+    )
 
 
 def test_the_adapter_is_seeded_and_leaves_the_global_rng_alone():

@@ -145,7 +145,9 @@ def test_a_loss_that_takes_inputs_sees_the_batch_and_its_extra_items():
 
     x, y, index = torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4)
     model = torch.nn.Linear(3, 2)
-    train.fit(model, [(x, y, index)], 1, loss_fn=loss_fn, loss_inputs=True, progress=False)
+    train.fit(
+        model, [(x, y, index)], 1, loss_fn=loss_fn, loss_inputs=True, progress=False
+    )
     assert torch.equal(seen[0][0], x) and torch.equal(seen[0][1], index)
     with pytest.raises(ValueError, match="a batch holds 3 items.*loss_inputs=True"):
         train.fit(model, [(x, y, index)], 1, progress=False)

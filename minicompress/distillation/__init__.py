@@ -28,7 +28,7 @@ losses (each a `Term`) and cross-entropy, through `train.fit`; `FeatureTaps` nam
 a term compares by module path; the schemes arrange several networks around the same losses.
 
     taps           FeatureTaps, channel_adapter
-    distiller      Term, Distiller
+    distiller      Term, Distiller, IndexedDataset
     schemes        mutual_learning (mutual_losses), born_again, teacher_assistant,
                    NoisyTeacher (perturb_logits), Ensemble (ensemble_probabilities)
 """
@@ -47,7 +47,7 @@ from .vid import VIDRegressor, vid_loss
 # --- losses: end ------------------------------------------------------------------------------
 
 # --- training: taps, Distiller, schemes ----------------------------------------------------------
-from .distiller import Distiller, Term
+from .distiller import Distiller, IndexedDataset, Term
 from .schemes import (
     Ensemble,
     NoisyTeacher,
@@ -95,6 +95,7 @@ __all__ = [
     "channel_adapter",
     "Term",
     "Distiller",
+    "IndexedDataset",
     "mutual_losses",
     "mutual_learning",
     "born_again",

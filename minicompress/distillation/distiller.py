@@ -51,7 +51,7 @@ from .._checks import (
 )
 from .taps import FeatureTaps, channel_adapter
 
-__all__ = ["Term", "Distiller"]
+__all__ = ["Term", "Distiller", "IndexedDataset"]
 
 # History keys fit already uses, and the cross-entropy's: no term may take them.
 _RESERVED = ("loss", "accuracy", "ce")
@@ -62,7 +62,8 @@ class Term:
 
     The loss is called as `loss(*student_tensors, *teacher_tensors, [targets], [index],
     **options)`: student tensors first, then teacher tensors, then the labels if the loss has
-    a parameter named `targets`, then the sample indices if it has one named `index`.
+    a parameter named `targets`, then the sample indices if it has one named `index` (the
+    loader must then yield (inputs, targets, index): see `IndexedDataset`).
 
     Args:
         loss: a loss function of tensors, or an `nn.Module` (its parameters are trained).
@@ -78,7 +79,12 @@ class Term:
             are trained with the student.
         adapter: False; True for a `channel_adapter` from the student's channel count to the
             teacher's, built at the first batch and trained with the student (one per pair);
-            or an `nn.Module` (a list of them with `pairs`) applied to the student's tensor.
+            or an `nn.Module` (a list of them with `pairs`) applied to the student's tensor
+            (a `HintRegressor`, a `CRDEmbed` head). An adapter that returns a tuple gives the
+            loss several tensors (`VIDRegressor`: mean and variance).
+        teacher_adapter: None, or an `nn.Module` (one per pair) applied to the teacher's
+            tensor and trained with the student: CRD's teacher-side embedding head. The
+            teacher's tensor itself carries no gradient.
         name: the key of the term in the history; default the loss's name without "_loss".
 
     Raises:
@@ -98,6 +104,7 @@ class Term:
         pairs=None,
         options=None,
         adapter=False,
+        teacher_adapter=None,
         name=None,
     ):
         self.loss = check_callable(loss, "loss")
@@ -125,11 +132,16 @@ class Term:
         self.takes_targets, self.takes_index = _check_signature(
             loss, self.name, self.calls[0], self.options
         )
-        if "temperature" in self.options:  # the one hyperparameter every logit loss shares
-            check_real(
-                self.options["temperature"], "temperature", low=0, low_open=True
-            )
-        self.adapter = _check_adapter(adapter, self.calls)
+        if (
+            "temperature" in self.options
+        ):  # the one hyperparameter every logit loss shares
+            check_real(self.options["temperature"], "temperature", low=0, low_open=True)
+        self.adapter = _check_adapter(adapter, self.calls, "adapter")
+        self.teacher_adapter = _check_adapter(
+            False if teacher_adapter is None else teacher_adapter,
+            self.calls,
+            "teacher_adapter",
+        )
 
     @property
     def paths(self):
@@ -145,8 +157,12 @@ class Term:
 
         calls = " + ".join(f"({side(s)} | {side(t)})" for s, t in self.calls)
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
-        adapter = ", adapter" if self.adapter is not False else ""
-        return f"{self.weight:g}·{self.name}{calls}{options}{adapter}"
+        adapters = "".join(
+            f", {which}"
+            for which in ("adapter", "teacher_adapter")
+            if getattr(self, which) is not False
+        )
+        return f"{self.weight:g}·{self.name}{calls}{options}{adapters}"
 
 
 class Distiller:
@@ -190,7 +206,9 @@ class Distiller:
         terms = (terms,) if isinstance(terms, Term) else tuple(terms)
         for term in terms:
             if not isinstance(term, Term):
-                raise TypeError(f"terms must hold Term objects, got {type(term).__name__}")
+                raise TypeError(
+                    f"terms must hold Term objects, got {type(term).__name__}"
+                )
         names = [term.name for term in terms]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -204,7 +222,8 @@ class Distiller:
         FeatureTaps(student, student_paths)  # checks the paths now; hooks only in fit
         FeatureTaps(teacher, teacher_paths)
         self._paths = student_paths, teacher_paths
-        self.adapters = None  # nn.ModuleDict {term: ModuleList}, built at the first batch
+        # {term name: {"student": ModuleList, "teacher": ModuleList}}, built at the first batch
+        self.adapters = None
 
     def parameters(self):
         """The student's parameters, then those of the terms' learned parts (adapters, loss
@@ -280,7 +299,9 @@ class Distiller:
         for module in self._learned_modules():
             module.to(device).train()
         if optimizer is None:
-            optimizer = torch.optim.Adam(self.parameters(), lr=1e-3 if lr is None else lr)
+            optimizer = torch.optim.Adam(
+                self.parameters(), lr=1e-3 if lr is None else lr
+            )
         else:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
             extra = [p for p in self.parameters() if id(p) not in held]
@@ -301,9 +322,13 @@ class Distiller:
                 total = self.w_ce * values["ce"]
                 for term in self.terms:
                     values[term.name] = _term_value(
-                        term, self.adapters[term.name], (outputs, s_taps),
-                        (teacher_logits, t_taps), targets, index,
-                    )  # fmt: skip
+                        term,
+                        self.adapters[term.name],
+                        (outputs, s_taps),
+                        (teacher_logits, t_taps),
+                        targets,
+                        index,
+                    )
                     total = total + term.weight * values[term.name]
                 log.add(values, len(targets))
                 return total
@@ -335,7 +360,7 @@ class Distiller:
                 yield term.loss
             yield from (v for v in term.options.values() if isinstance(v, nn.Module))
             if self.adapters is not None:
-                yield self.adapters[term.name]
+                yield from self.adapters[term.name].values()
 
     def _first_batch(self, batch, device):
         # Every check that needs tensors, on one batch, in eval mode under no_grad: nothing
@@ -362,7 +387,12 @@ class Distiller:
                     if self.adapters is not None:
                         built = self.adapters[term.name]
                     else:
-                        built = _build_adapters(term, s_taps, t_taps)
+                        built = nn.ModuleDict(
+                            {
+                                "student": _build_adapters(term, s_taps, t_taps),
+                                "teacher": nn.ModuleList(term.teacher_adapter or ()),
+                            }
+                        )
                     adapters[term.name] = built
                     if term.takes_index and index is None:
                         raise ValueError(
@@ -371,13 +401,41 @@ class Distiller:
                             "index) batches"
                         )
                     _try_term(
-                        term, built, (student_logits, s_taps), (teacher_logits, t_taps),
-                        targets, index, device,
-                    )  # fmt: skip
+                        term,
+                        built,
+                        (student_logits, s_taps),
+                        (teacher_logits, t_taps),
+                        targets,
+                        index,
+                        device,
+                    )
         finally:
             self.student.train(modes[0])
             self.teacher.train(modes[1])
         return adapters
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """`dataset`'s items with their position appended: (input, target, index).
+
+    Contrastive distillation keeps one memory entry per training sample, so its loss needs
+    each sample's index (Tian et al., arXiv:1910.10699); wrap the training set and the loader
+    yields (inputs, targets, index) batches.
+
+    Example:
+        >>> data = IndexedDataset([("a", 0), ("b", 1)])
+        >>> data[1]
+        ('b', 1, 1)
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return (*self.dataset[index], index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +450,9 @@ class _TermLog:
 
     def add(self, values, batch_size):
         for name, value in values.items():
-            self._sums[name] += value.detach() * batch_size  # a tensor: no sync per batch
+            self._sums[name] += (
+                value.detach() * batch_size
+            )  # a tensor: no sync per batch
         self._seen += batch_size
 
     def after_epoch(self, model, epoch):
@@ -407,8 +467,13 @@ def _term_value(term, adapters, student, teacher, targets, index):
     for i, (s_paths, t_paths) in enumerate(term.calls):
         s_tensors = [_tensor(p, *student) for p in s_paths]
         t_tensors = [_tensor(p, *teacher) for p in t_paths]
-        if len(adapters):
-            s_tensors[0] = adapters[i](s_tensors[0])
+        for tensors, side in (
+            (s_tensors, adapters["student"]),
+            (t_tensors, adapters["teacher"]),
+        ):
+            if len(side):
+                mapped = side[i](tensors[0])  # a tuple gives the loss several tensors
+                tensors[:1] = mapped if isinstance(mapped, tuple) else [mapped]
         extra = [targets] * term.takes_targets + [index] * term.takes_index
         total = total + term.loss(*s_tensors, *t_tensors, *extra, **term.options)
     return total
@@ -421,7 +486,9 @@ def _tensor(path, logits, taps):
 def _try_term(term, adapters, student, teacher, targets, index, device):
     # Run the term on copies of its learned parts (a memory bank must not see this batch).
     trial = copy.deepcopy(term)
-    trial.loss = trial.loss.to(device) if isinstance(trial.loss, nn.Module) else trial.loss
+    trial.loss = (
+        trial.loss.to(device) if isinstance(trial.loss, nn.Module) else trial.loss
+    )
     for key, value in trial.options.items():
         if isinstance(value, nn.Module):
             trial.options[key] = value.to(device)
@@ -448,7 +515,11 @@ def _try_term(term, adapters, student, teacher, targets, index, device):
 def _shapes(term, student, teacher):
     def shape(path, logits, taps):
         value = _tensor(path, logits, taps)
-        return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        return (
+            tuple(value.shape)
+            if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )
 
     parts = []
     for s_paths, t_paths in term.calls:
@@ -459,6 +530,7 @@ def _shapes(term, student, teacher):
 
 
 def _build_adapters(term, s_taps, t_taps):
+    # The student-side adapters: given modules, or channel adapters sized by this batch.
     if term.adapter is False:
         return nn.ModuleList()
     if term.adapter is not True:
@@ -479,7 +551,11 @@ def _build_adapters(term, s_taps, t_taps):
 def _check_logits(student_logits, teacher_logits, terms):
     for which, logits in (("student", student_logits), ("teacher", teacher_logits)):
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            got = (
+                tuple(logits.shape)
+                if isinstance(logits, torch.Tensor)
+                else type(logits)
+            )
             raise ValueError(
                 f"the {which} must return (B, C) logits, got {got}; wrap a model that "
                 "returns a tuple or dict so that forward returns the logits"
@@ -556,8 +632,8 @@ def _check_signature(loss, name, call, options):
         return False, False
     takes_targets, takes_index = "targets" in parameters, "index" in parameters
     tensors = len(call[0]) + len(call[1]) + takes_targets + takes_index
-    try:
-        inspect.signature(loss).bind(*[None] * tensors, **options)
+    try:  # bind_partial: an adapter may turn one tensor into several (VID's mean, variance)
+        inspect.signature(loss).bind_partial(*[None] * tensors, **options)
     except TypeError as error:
         keywords = [
             p.name
@@ -572,21 +648,32 @@ def _check_signature(loss, name, call, options):
     return takes_targets, takes_index
 
 
-def _check_adapter(adapter, calls):
+def _check_adapter(adapter, calls, which):
     if adapter is False:
         return False
-    if adapter is not True:
+    if adapter is not True or which == "teacher_adapter":
         modules = [adapter] if isinstance(adapter, nn.Module) else list(adapter)
-        if len(modules) != len(calls) or not all(isinstance(m, nn.Module) for m in modules):
+        if len(modules) != len(calls) or not all(
+            isinstance(m, nn.Module) for m in modules
+        ):
+            kinds = (
+                "an nn.Module"
+                if which == "teacher_adapter"
+                else "True, False, an nn.Module"
+            )
             raise TypeError(
-                "adapter must be True, False, an nn.Module, or one nn.Module per pair; "
-                f"got {adapter!r}"
+                f"{which} must be {kinds}, or one nn.Module per pair; got {adapter!r}"
             )
-        adapter = modules
-    for s_paths, t_paths in calls:
-        if len(s_paths) != 1 or len(t_paths) != 1 or None in s_paths:
+    side = 0 if which == "adapter" else 1
+    for paths in calls:
+        if len(paths[side]) != 1 or (adapter is True and None in paths[0]):
             raise ValueError(
-                "an adapter maps one tapped student tensor to its teacher tensor; this "
-                f"term compares {s_paths} with {t_paths}"
+                f"an {which} maps one tensor of its network; this term compares "
+                f"{paths[0]} with {paths[1]}"
+                + (
+                    " (adapter=True needs a tapped layer, not the logits)"
+                    if adapter is True
+                    else ""
+                )
             )
-    return adapter
+    return adapter if adapter is True else modules

@@ -78,13 +78,21 @@ def mutual_losses(logits, targets):
     losses = []
     for k in range(K):
         # kd_loss detaches its second argument: peer l is a fixed target for peer k.
-        kl = sum(kd_loss(logits[k], logits[l], temperature=1.0) for l in range(K) if l != k)
+        kl = sum(
+            kd_loss(logits[k], logits[l], temperature=1.0) for l in range(K) if l != k
+        )
         losses.append(F.cross_entropy(logits[k], targets) + kl / (K - 1))
     return torch.stack(losses)
 
 
 def mutual_learning(
-    students, train_loader, epochs, lr=None, device=None, progress=True, schedule="constant"
+    students,
+    train_loader,
+    epochs,
+    lr=None,
+    device=None,
+    progress=True,
+    schedule="constant",
 ):
     """Train K >= 2 students together, each taught by the others (Deep Mutual Learning).
 
@@ -124,9 +132,16 @@ def mutual_learning(
 
     try:
         history = train.fit(
-            cohort, train_loader, epochs, lr=lr, loss_fn=loss_fn, device=device,
-            progress=progress, callbacks=[log], schedule=schedule,
-        )  # fmt: skip
+            cohort,
+            train_loader,
+            epochs,
+            lr=lr,
+            loss_fn=loss_fn,
+            device=device,
+            progress=progress,
+            callbacks=[log],
+            schedule=schedule,
+        )
     finally:
         cohort.logits = None  # no graph kept alive on the caller's behalf
     history.update(log.history)
@@ -185,7 +200,12 @@ def born_again(
             torch.manual_seed(seed + g)
             student = check_module(build(), "build()")
         history = Distiller(teacher, student, term, w_ce=w_ce).fit(
-            train_loader, epochs, lr=lr, device=device, progress=progress, schedule=schedule
+            train_loader,
+            epochs,
+            lr=lr,
+            device=device,
+            progress=progress,
+            schedule=schedule,
         )
         models.append(student.eval())
         histories.append(history)
@@ -239,9 +259,13 @@ def teacher_assistant(
     for bigger, smaller in zip(chain[:-1], chain[1:]):
         histories.append(
             Distiller(bigger.eval(), smaller, term, w_ce=w_ce).fit(
-                train_loader, epochs, lr=lr, device=device, progress=progress,
+                train_loader,
+                epochs,
+                lr=lr,
+                device=device,
+                progress=progress,
                 schedule=schedule,
-            )  # fmt: skip
+            )
         )
     return histories
 
@@ -353,7 +377,9 @@ class Ensemble(nn.Module):
         teachers = list(teachers)
         if not teachers:
             raise ValueError("an ensemble needs at least one teacher")
-        self.teachers = nn.ModuleList([check_module(t, "each teacher") for t in teachers])
+        self.teachers = nn.ModuleList(
+            [check_module(t, "each teacher") for t in teachers]
+        )
         self.temperature = check_real(temperature, "temperature", low=0, low_open=True)
         self.training = any(t.training for t in teachers)  # wrapping changes no mode
 
@@ -362,7 +388,9 @@ class Ensemble(nn.Module):
         for z in logits:
             check_tensor(z, "each teacher's logits", dims=2)
         # τ · log q^τ as a log-sum-exp of log-probabilities: finite where q^τ underflows.
-        log_p = torch.stack([F.log_softmax(z / self.temperature, dim=1) for z in logits])
+        log_p = torch.stack(
+            [F.log_softmax(z / self.temperature, dim=1) for z in logits]
+        )
         log_q = torch.logsumexp(log_p, dim=0) - math.log(len(logits))
         return self.temperature * log_q
 
@@ -385,4 +413,3 @@ class _Cohort(nn.Module):
     def forward(self, x):
         self.logits = [peer(x) for peer in self.peers]
         return torch.stack(self.logits).mean(dim=0)
-

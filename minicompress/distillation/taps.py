@@ -188,9 +188,13 @@ def channel_adapter(student_shape, teacher_shape, seed=0):
         )
     c_s, c_t = student_shape[1], teacher_shape[1]
     with torch.random.fork_rng(devices=[]):  # the constructors' own init draws globally
-        adapter = nn.Conv2d(c_s, c_t, 1) if len(student_shape) == 4 else nn.Linear(c_s, c_t)
+        adapter = (
+            nn.Conv2d(c_s, c_t, 1) if len(student_shape) == 4 else nn.Linear(c_s, c_t)
+        )
     generator = torch.Generator().manual_seed(seed)
-    bound = c_s**-0.5  # what nn.Conv2d / nn.Linear draw by default, from our own generator
+    bound = (
+        c_s**-0.5
+    )  # what nn.Conv2d / nn.Linear draw by default, from our own generator
     with torch.no_grad():
         for parameter in adapter.parameters():
             parameter.uniform_(-bound, bound, generator=generator)
