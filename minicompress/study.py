@@ -23,6 +23,7 @@ from .pruning import GradualPruning, make_permanent, prune_unstructured
 from .pruning.slimming import slim
 from .pruning.bn_sparsity import BNSparsity
 from .pruning.structured import prune_channels_to_macs
+from .distillation import Distiller, Term, kd_loss
 
 __all__ = [
     "METHODS",
@@ -150,12 +151,80 @@ def slim_row(model, context):
     return pruned
 
 
+# --- distillation rows: a small student trained alone, and distilled from the baseline --------
+
+# The student of both rows: a perceptron with one hidden layer of KD_HIDDEN units (784-64-10 on
+# MNIST, 51k weights), trained for the baseline's epochs with Adam at KD_LR under a one-cycle
+# schedule; kd_student adds Hinton et al.'s soft term at KD_TEMPERATURE with weight KD_W_KD
+# (KD_W_CE on the labels). Both rows start from the same initialisation and see the same
+# batches, so the difference between them is the teacher.
+KD_HIDDEN, KD_LR, KD_TEMPERATURE, KD_W_KD, KD_W_CE = (64,), 1e-2, 4.0, 0.5, 0.5
+
+
+def student_alone(model, context):
+    """The distillation rows' small student (784-64-10 on MNIST) trained on the labels alone
+    for the baseline's epochs: the control of kd_student."""
+    student = _kd_student_model(context)
+    train.fit(
+        student,
+        _kd_batches(context),
+        context.epochs,
+        lr=KD_LR,
+        device=context.device,
+        progress=context.progress,
+        schedule="onecycle",
+    )
+    return student
+
+
+def kd_student(model, context):
+    """The same student, initialisation, batches and epochs, distilled from the trained
+    baseline (Hinton et al. 2015, arXiv:1503.02531): 0.5 · CE + 0.5 · τ² KL at τ = 4."""
+    student = _kd_student_model(context)
+    term = Term(kd_loss, KD_W_KD, options={"temperature": KD_TEMPERATURE})
+    Distiller(model.eval(), student, term, w_ce=KD_W_CE).fit(
+        _kd_batches(context),
+        context.epochs,
+        lr=KD_LR,
+        device=context.device,
+        progress=context.progress,
+        schedule="onecycle",
+    )
+    return student
+
+
+def _kd_student_model(context):
+    _, channels, height, _ = context.example_input.shape
+    return models.build(
+        "lenet300", in_channels=channels, input_size=height, hidden=KD_HIDDEN
+    )
+
+
+def _kd_batches(context):
+    # The study's training data in an order (and with shifts) fixed by the seed the study
+    # set before this row, so that both distillation rows see the same batches.
+    seed = torch.initial_seed()
+    dataset = context.train_loader.dataset
+    if isinstance(dataset, data.RandomShift):
+        dataset = copy.copy(dataset)
+        dataset.generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=context.train_loader.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 METHODS = {
     "baseline": baseline,
     "magnitude_90": magnitude_90,
     "gradual_90": gradual_90,
     "channels_50_macs": channels_50_macs,
     "slim": slim_row,
+    # distillation rows
+    "student_alone": student_alone,
+    "kd_student": kd_student,
 }
 
 
