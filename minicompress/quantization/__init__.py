@@ -1,0 +1,2 @@
+"""Quantization (in progress)."""
+from .quantizers import *  # noqa
