@@ -102,12 +102,7 @@ class Observer(nn.Module):
         return torch.aminmax(x.transpose(0, axis).reshape(x.shape[axis], -1), dim=1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
-        # Per-channel statistics take their length from the first batch; give the fresh
-        # buffers the saved shapes before torch copies the saved values into them.
-        for name, buffer in self.named_buffers(recurse=False):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and saved.shape != buffer.shape:
-                setattr(self, name, torch.empty_like(saved))
+        _resize_buffers(self, state_dict, prefix)  # per-channel statistics have length C
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -116,8 +111,9 @@ class MinMaxObserver(Observer):
 
     Example:
         >>> obs = MinMaxObserver(bits=8); _ = obs(torch.tensor([-1.0, 0.5])); _ = obs(torch.tensor([3.0]))
-        >>> [round(float(v), 6) for v in obs.calculate_qparams()]   # s = 4 / 255, z = 64
-        [0.015686, 64]
+        >>> scale, zero_point = obs.calculate_qparams()   # s = 4 / 255, z = 0 - round(-1 / s)
+        >>> round(float(scale), 6), int(zero_point)
+        (0.015686, 64)
     """
 
     def observe(self, x):
@@ -218,6 +214,18 @@ class EntropyObserver(_HistogramObserver):
         h = self.histogram
         return entropy_range(h.absolute(), float(h.width), float(self.min_val),
                              float(self.max_val), levels)
+
+
+def _resize_buffers(module, state_dict, prefix):
+    """Give `module`'s own buffers the shapes saved in `state_dict`.
+
+    Per-channel statistics and qparams take their length C from the first batch, so a fresh
+    module holds 0-d buffers; torch copies saved values only into buffers of the same shape.
+    """
+    for name, buffer in module.named_buffers(recurse=False):
+        saved = state_dict.get(prefix + name)
+        if saved is not None and saved.shape != buffer.shape:
+            setattr(module, name, torch.empty_like(saved))
 
 
 OBSERVERS = {

@@ -131,14 +131,15 @@ def kl_divergences(c, i, levels):
         for v in (c, (c > 0).double(), torch.xlogy(c, c))
     )
     n, kept = total[-1], total[i]  # N and Σ_{j<i} c_j, (I, 1)
-    last = c[i - 1] + (n - kept)  # P_{i-1}: the last kept bin and the outliers
+    last = c[i - 1] + (n - kept)  # P_{i-1}: the last kept bin with the outliers
     edges = (torch.arange(levels + 1) * i + levels - 1) // levels  # group g: [edge_g, edge_g+1)
     t = total[edges[:, 1:]] - total[edges[:, :-1]]  # (I, levels) T_g
     u = used[edges[:, 1:]] - used[edges[:, :-1]]  # (I, levels) U_g
     log_q = torch.log(t / (u.clamp(min=1) * kept))  # log q_j for the nonempty bins of group g
     p_log_p = clogc[i - 1] + torch.xlogy(last, last)  # Σ P log P
     p_log_q = torch.where(t > 0, t * log_q, 0.0).sum(1, keepdim=True)
-    p_log_q = p_log_q + (n - kept) * log_q[:, -1:]  # the outliers sit in the last group
+    outliers = n - kept
+    p_log_q = p_log_q + torch.where(outliers > 0, outliers * log_q[:, -1:], 0.0)  # in the last group
     kl = (p_log_p - p_log_q) / n - torch.log(n)
-    empty_last = (c[i - 1] == 0) & (n > kept)  # P > 0 where Q = 0: infinite divergence
+    empty_last = (c[i - 1] == 0) & (outliers > 0)  # P > 0 where Q = 0: infinite divergence
     return torch.where(empty_last, float("inf"), kl)[:, 0]
