@@ -173,7 +173,7 @@ class PercentileObserver(_HistogramObserver):
     """
 
     def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS,
-                 percentile=99.99, bins=4096):
+                 percentile=99.99, bins=8192):
         super().__init__(bits, symmetric, signed, restricted, eps, bins)
         self.percentile = _checks.check_real(percentile, "percentile", low=50, high=100, low_open=True)
 
@@ -188,7 +188,7 @@ class MSEObserver(_HistogramObserver):
     of `steps` values in (0, 1] (Choukroun et al., ICCV Workshops 2019, arXiv:1902.06822)."""
 
     def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS,
-                 steps=100, bins=4096):
+                 steps=100, bins=8192):
         super().__init__(bits, symmetric, signed, restricted, eps, bins)
         self.steps = _checks.check_int(steps, "steps", low=1)
 
@@ -205,7 +205,7 @@ class EntropyObserver(_HistogramObserver):
     TensorRT", GTC 2017), clipped to [min, max]. Levels over [0, T]: 2^(b−1), or 2^b when all
     values are >= 0 and the grid is unsigned or affine."""
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS, bins=4096):
+    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS, bins=8192):
         super().__init__(bits, symmetric, signed, restricted, eps, bins)
 
     def range(self):

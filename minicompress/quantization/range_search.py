@@ -13,6 +13,8 @@ large error on a few outliers for a finer step on everything else:
 `Histogram` holds the counts the three read; the cores take tensors and return (lo, hi).
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -24,13 +26,14 @@ __all__ = ["Histogram", "percentile_range", "mse_range", "entropy_range", "kl_di
 class Histogram(nn.Module):
     """Exact running histogram of x over bins [i·w, (i+1)·w), i in [−bins/2, bins/2).
 
-    The first nonzero batch sets w = max|x| / (bins/2). A later batch beyond the covered range
-    doubles w, merging neighbour bins pairwise; the bins stay aligned to multiples of w, so the
-    merge is exact (no counts are redistributed by guesswork). Between bins/4 and bins/2 bins
-    therefore cover max|x| at any time.
+    The first nonzero batch sets w to the smallest power of two above max|x| / (bins/2). A
+    later batch beyond the covered range doubles w, merging neighbour bins pairwise; bins stay
+    aligned to multiples of w, so the merge is exact (no counts are redistributed by
+    guesswork) and the counts always equal a histogram of all the data taken at the final w.
+    Between bins/4 and bins/2 bins cover max|x|.
     """
 
-    def __init__(self, bins=4096):
+    def __init__(self, bins=8192):
         super().__init__()
         assert bins % 4 == 0 and bins >= 8, "bins is a multiple of 4, at least 8"
         self.register_buffer("counts", torch.zeros(bins, dtype=torch.float64))
@@ -39,9 +42,9 @@ class Histogram(nn.Module):
     def add(self, x):
         half = self.counts.numel() // 2
         amax = float(x.abs().max())
-        if amax > 0 and self.width == 0:
-            self.width.fill_(amax / half)
-        while amax > half * float(self.width):  # widen: merge pairs of bins, double w
+        if amax > 0 and self.width == 0:  # 2^e > amax / half: every value strictly inside
+            self.width.fill_(2.0 ** (math.floor(math.log2(amax / half)) + 1))
+        while 0 < half * float(self.width) <= amax:  # widen: merge pairs of bins, double w
             merged = self.counts.view(-1, 2).sum(1)  # bin pair (2k, 2k+1) -> k - bins/4
             self.counts.zero_()
             self.counts[half // 2 : half // 2 + half] = merged
@@ -49,7 +52,7 @@ class Histogram(nn.Module):
         if self.width == 0:  # all zeros so far: 0 lies in bin 0 whatever w becomes
             index = torch.zeros(x.numel(), dtype=torch.long)
         else:
-            index = torch.floor(x.flatten().double() / self.width).clamp(-half, half - 1).long()
+            index = torch.floor(x.flatten().double() / self.width).long()
         self.counts += torch.bincount(index + half, minlength=2 * half).double()
 
     def edges(self):
