@@ -99,8 +99,9 @@ def _foldable_pairs(graph_module):
         source = node.args[0] if node.args else None
         if getattr(source, "op", None) != "call_module" or len(source.users) != 1:
             continue
-        conv = modules[source.target]
-        if type(conv) in FOLDABLE and type(bn) is FOLDABLE[type(conv)] and calls[source.target] == calls[node.target] == 1:
+        # isinstance, not type: a parametrized (masked) conv is a subclass torch made for it
+        kind = next((c for c in FOLDABLE if isinstance(modules[source.target], c)), None)
+        if kind and type(bn) is FOLDABLE[kind] and calls[source.target] == calls[node.target] == 1:
             pairs.append((source, node))
     return pairs
 

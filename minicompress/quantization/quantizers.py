@@ -191,8 +191,13 @@ def fake_quantize(x, scale, zero_point, bits=8, signed=False, restricted=False, 
 
 
 def round_to_grid(x, s, z, qmin, qmax):
-    """Core of `quantize`: clamp(round(x / s) + z, q_min, q_max), as floats holding integers."""
-    return torch.clamp(torch.round(x / s) + z, qmin, qmax)
+    """Core of `quantize`: clamp(round(x / s) + z, q_min, q_max), as floats holding integers.
+
+    x / s is computed as x · (1 / s), as torch's kernels do: the two can differ in the last
+    bit, which decides a tie such as the channel maximum landing on 127.5 in the full signed
+    range. Rounding is half to even (torch.round, like the kernels' nearbyint).
+    """
+    return torch.clamp(torch.round(x * (1.0 / s)) + z, qmin, qmax)
 
 
 def from_grid(q, s, z):
@@ -205,7 +210,7 @@ def fake_quantize_ste(x, s, z, qmin, qmax):
 
     `s` and `z` broadcast against x (a channel axis reshaped to (1, C, 1, ...), say).
     """
-    q = torch.round(x / s) + z  # the grid before clipping
+    q = torch.round(x * (1.0 / s)) + z  # the grid before clipping (see round_to_grid)
     inside = (q >= qmin) & (q <= qmax)  # where the gradient passes straight through
     x_hat = from_grid(torch.clamp(q, qmin, qmax), s, z)
     # Forward: x_hat + 0. Backward: round() counts as the identity, clamp() as a 0/1 gate.
