@@ -215,19 +215,25 @@ def _observer_factory(observer, bits, symmetric):
     def factory():
         return make(bits=bits, symmetric=symmetric, signed=symmetric)
 
-    sample = factory()
+    try:
+        sample = factory()
+    except TypeError as error:
+        raise TypeError(
+            "observer must be a name in OBSERVERS or a callable taking bits=, symmetric=, "
+            f"signed= and returning an Observer; calling it failed: {error}"
+        ) from None
     if not isinstance(sample, Observer):
         raise TypeError(f"observer must make an Observer, got {type(sample).__name__}")
     return factory
 
 
 def _check_loader(loader):
-    if iter(loader) is loader:
+    _checks.first_batch(loader, "calibration_loader")  # iterable and not empty
+    if iter(loader) is loader:  # calibration would start after the batch just taken
         raise TypeError(
             "calibration_loader must be re-iterable (a DataLoader or a list of batches), "
             f"got a one-shot iterator {type(loader).__name__}"
         )
-    _checks.first_batch(loader, "calibration_loader")
 
 
 def _insert_before(graph_module, layers, make):
