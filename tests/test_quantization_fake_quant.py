@@ -17,7 +17,9 @@ from minicompress.quantization import (
     qrange,
 )
 
-with warnings.catch_warnings():  # torch.ao.quantization is deprecated but still the reference
+with (
+    warnings.catch_warnings()
+):  # torch.ao.quantization is deprecated but still the reference
     warnings.simplefilter("ignore")
     tq = pytest.importorskip("torch.ao.quantization")
 
@@ -26,11 +28,17 @@ def torch_per_channel(weight, bits, axis):
     """torch.ao's symmetric per-channel weight fake quantization (its default for weights)."""
     qmin, qmax = qrange(bits, signed=True)
     observer = tq.PerChannelMinMaxObserver(
-        ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=qmin, quant_max=qmax
+        ch_axis=axis,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        quant_min=qmin,
+        quant_max=qmax,
     )
     observer(weight.detach())
     scale, zero_point = observer.calculate_qparams()
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), axis, qmin, qmax)
+    return torch.fake_quantize_per_channel_affine(
+        weight, scale, zero_point.int(), axis, qmin, qmax
+    )
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -38,9 +46,13 @@ def torch_per_channel(weight, bits, axis):
 def test_weight_quantizer_equals_torchs_per_channel_fake_quantization(bits, axis):
     weight = torch.randn(6, 4, 3, 3, requires_grad=True)
     ours = FakeQuantWeight(bits=bits, axis=axis)(weight)
-    (ours_grad,) = torch.autograd.grad((ours * torch.arange(ours.numel()).view_as(ours)).sum(), weight)
+    (ours_grad,) = torch.autograd.grad(
+        (ours * torch.arange(ours.numel()).view_as(ours)).sum(), weight
+    )
     theirs = torch_per_channel(weight, bits, axis)
-    (theirs_grad,) = torch.autograd.grad((theirs * torch.arange(ours.numel()).view_as(ours)).sum(), weight)
+    (theirs_grad,) = torch.autograd.grad(
+        (theirs * torch.arange(ours.numel()).view_as(ours)).sum(), weight
+    )
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=0)
 
@@ -50,7 +62,9 @@ def test_per_tensor_affine_weight_quantizer_equals_torch():
     observer = tq.MinMaxObserver(dtype=torch.quint8)
     observer(weight)
     scale, zero_point = observer.calculate_qparams()
-    theirs = torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zero_point), 0, 255)
+    theirs = torch.fake_quantize_per_tensor_affine(
+        weight, float(scale), int(zero_point), 0, 255
+    )
     ours = FakeQuantWeight(bits=8, symmetric=False, signed=False, axis=None)(weight)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
@@ -60,23 +74,31 @@ def test_weight_quantizer_composes_with_a_pruning_mask():
     mask = torch.rand(3, 6, generator=torch.Generator().manual_seed(0)) > 0.5
     apply_mask(layer, mask)
     parametrize.register_parametrization(layer, "weight", FakeQuantWeight(bits=4))
-    assert torch.equal(layer.weight[~mask], torch.zeros(int((~mask).sum())))  # 0 stays 0
+    assert torch.equal(
+        layer.weight[~mask], torch.zeros(int((~mask).sum()))
+    )  # 0 stays 0
     layer(torch.randn(2, 6)).sum().backward()
     grad = layer.parametrizations.weight.original.grad
-    assert torch.equal(grad[~mask], torch.zeros(int((~mask).sum())))  # pruned weights stay put
+    assert torch.equal(
+        grad[~mask], torch.zeros(int((~mask).sum()))
+    )  # pruned weights stay put
     assert bool((grad[mask] != 0).any())
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12])
 @pytest.mark.parametrize("axis", [None, 0])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_a_packed_weight_unpacks_to_exactly_what_the_layer_computes_with(bits, axis, symmetric):
+def test_a_packed_weight_unpacks_to_exactly_what_the_layer_computes_with(
+    bits, axis, symmetric
+):
     if symmetric and bits == 1:
         return  # no signed symmetric 1-bit grid
     quantizer = FakeQuantWeight(bits=bits, symmetric=symmetric, axis=axis)
     weight = torch.randn(5, 3, 2)
     packed = quantizer.pack(weight)
-    assert packed["codes"].dtype == torch.uint8 and len(packed["codes"]) == math.ceil(30 * bits / 8)
+    assert packed["codes"].dtype == torch.uint8 and len(packed["codes"]) == math.ceil(
+        30 * bits / 8
+    )
     assert torch.equal(FakeQuantWeight.unpack(packed), quantizer(weight))
 
 
@@ -88,7 +110,9 @@ def test_activation_quantizer_observes_then_fake_quantizes_with_frozen_qparams()
     act.freeze(scale, zero_point)
     assert act.observer is None and "quantizing" in repr(act)
     y = 3 * torch.randn(4, 3)  # new data does not move the range
-    expected = torch.fake_quantize_per_tensor_affine(y, float(scale), int(zero_point), 0, 255)
+    expected = torch.fake_quantize_per_tensor_affine(
+        y, float(scale), int(zero_point), 0, 255
+    )
     torch.testing.assert_close(act(y), expected, rtol=0, atol=0)
 
 
@@ -97,7 +121,9 @@ def test_per_channel_activation_qparams_survive_a_state_dict_round_trip():
     act(torch.randn(4, 3, 2))
     act.freeze(*act.calculate_qparams())
     fresh = ActQuant(MinMaxObserver(axis=1, symmetric=True, signed=True))
-    fresh.load_state_dict(act.state_dict(), strict=False)  # the frozen one has no observer
+    fresh.load_state_dict(
+        act.state_dict(), strict=False
+    )  # the frozen one has no observer
     fresh.freeze(fresh.scale, fresh.zero_point)
     x = torch.randn(4, 3, 2)
     assert fresh.scale.shape == (3,) and torch.equal(fresh(x), act(x))
@@ -105,9 +131,14 @@ def test_per_channel_activation_qparams_survive_a_state_dict_round_trip():
 
 def test_activation_errors_name_the_activation():
     act = ActQuant(MinMaxObserver(), name="layer1.relu")
-    with pytest.raises(ValueError, match="activation 'layer1.relu': MinMaxObserver has observed no data"):
+    with pytest.raises(
+        ValueError,
+        match="activation 'layer1.relu': MinMaxObserver has observed no data",
+    ):
         act.calculate_qparams()
-    with pytest.raises(ValueError, match="activation 'layer1.relu': the observed tensor holds 1 NaN"):
+    with pytest.raises(
+        ValueError, match="activation 'layer1.relu': the observed tensor holds 1 NaN"
+    ):
         act(torch.tensor([1.0, math.nan]))
     with pytest.raises(TypeError, match="observer must be an Observer"):
         ActQuant(nn.Identity())
@@ -120,7 +151,9 @@ def test_dynamic_quantizer_uses_each_batchs_own_range():
         observer = tq.MinMaxObserver(dtype=torch.quint8)
         observer(x)
         scale, zero_point = observer.calculate_qparams()
-        expected = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), 0, 255)
+        expected = torch.fake_quantize_per_tensor_affine(
+            x, float(scale), int(zero_point), 0, 255
+        )
         torch.testing.assert_close(quantizer(x), expected, rtol=0, atol=0)
 
 

@@ -30,8 +30,13 @@ def state(model):
 def test_fold_formula_worked_by_hand():
     # σ = √(3 + 1) = 2, γ/σ = 1: W stays 2, b = 0.5 + (1 - 3)·1 = -1.5
     weight, bias = fold_bn_weights(
-        torch.tensor([[[[2.0]]]]), torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([3.0]),
-        1.0, torch.tensor([2.0]), torch.tensor([0.5]),
+        torch.tensor([[[[2.0]]]]),
+        torch.tensor([1.0]),
+        torch.tensor([3.0]),
+        torch.tensor([3.0]),
+        1.0,
+        torch.tensor([2.0]),
+        torch.tensor([0.5]),
     )
     assert weight.flatten().tolist() == [2.0] and bias.tolist() == [-1.5]
 
@@ -51,8 +56,12 @@ def test_folded_model_equals_the_model_in_eval_mode(conv, bn, shape):
     folded = fold_batchnorm(model)
     x = torch.randn(*shape, dtype=torch.float64)
     torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # untouched
+    assert not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules()
+    )
+    assert all(
+        torch.equal(v, model.state_dict()[k]) for k, v in before.items()
+    )  # untouched
 
 
 def test_folded_resnet18_equals_resnet18():
@@ -96,7 +105,10 @@ def test_a_quantized_conv_does_not_fold_and_nothing_changes():
     model = with_statistics(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)))
     parametrize.register_parametrization(model[0], "weight", FakeQuantWeight())
     before = state(model)
-    with pytest.raises(ValueError, match="0.weight carries FakeQuantWeight: fold BatchNorm before quantizing"):
+    with pytest.raises(
+        ValueError,
+        match="0.weight carries FakeQuantWeight: fold BatchNorm before quantizing",
+    ):
         fold_batchnorm(model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):

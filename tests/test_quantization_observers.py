@@ -16,7 +16,9 @@ from minicompress.quantization import (
 )
 from minicompress.quantization.range_search import entropy_range
 
-with warnings.catch_warnings():  # torch.ao.quantization is deprecated but still the reference
+with (
+    warnings.catch_warnings()
+):  # torch.ao.quantization is deprecated but still the reference
     warnings.simplefilter("ignore")
     tq = pytest.importorskip("torch.ao.quantization")
 
@@ -28,7 +30,12 @@ def batches(seed=0):
 
 def laplace(n, seed=0):
     """Laplace(0, 1) samples by the inverse CDF, from a local generator."""
-    u = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 0.5
+    u = (
+        torch.rand(
+            n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
+        - 0.5
+    )
     return -torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
@@ -45,21 +52,31 @@ TORCH_PAIRS = [
     (lambda: MinMaxObserver(signed=True), lambda: tq.MinMaxObserver(dtype=torch.qint8)),
     (
         lambda: MinMaxObserver(symmetric=True, signed=True),
-        lambda: tq.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+        lambda: tq.MinMaxObserver(
+            dtype=torch.qint8, qscheme=torch.per_tensor_symmetric
+        ),
     ),
     (
         lambda: MinMaxObserver(axis=1, symmetric=True, signed=True),
-        lambda: tq.PerChannelMinMaxObserver(ch_axis=1, dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+        lambda: tq.PerChannelMinMaxObserver(
+            ch_axis=1, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+        ),
     ),
     (
         lambda: MinMaxObserver(axis=2),
-        lambda: tq.PerChannelMinMaxObserver(ch_axis=2, dtype=torch.quint8, qscheme=torch.per_channel_affine),
+        lambda: tq.PerChannelMinMaxObserver(
+            ch_axis=2, dtype=torch.quint8, qscheme=torch.per_channel_affine
+        ),
     ),
     (lambda: MovingAverageMinMaxObserver(), lambda: tq.MovingAverageMinMaxObserver()),
     (
-        lambda: MovingAverageMinMaxObserver(averaging_constant=0.3, symmetric=True, signed=True),
+        lambda: MovingAverageMinMaxObserver(
+            averaging_constant=0.3, symmetric=True, signed=True
+        ),
         lambda: tq.MovingAverageMinMaxObserver(
-            averaging_constant=0.3, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric
+            averaging_constant=0.3,
+            dtype=torch.qint8,
+            qscheme=torch.per_tensor_symmetric,
         ),
     ),
     (
@@ -80,7 +97,9 @@ def test_min_max_observers_give_torchs_qparams(ours, theirs):
     scale, zero_point = ours.calculate_qparams()
     torch_scale, torch_zero_point = theirs.calculate_qparams()
     torch.testing.assert_close(scale, torch_scale.reshape(scale.shape), rtol=0, atol=0)
-    assert torch.equal(zero_point.long(), torch_zero_point.reshape(zero_point.shape).long())
+    assert torch.equal(
+        zero_point.long(), torch_zero_point.reshape(zero_point.shape).long()
+    )
 
 
 def test_observers_start_at_infinities_and_return_their_input_untouched():
@@ -104,7 +123,9 @@ def test_nan_or_inf_input_is_a_clear_error_and_records_nothing(bad):
     for cls in OBSERVERS.values():
         observer = cls()
         observer(torch.tensor([0.0, 1.0]))
-        with pytest.raises(ValueError, match="observed tensor holds 1 NaN or infinite value"):
+        with pytest.raises(
+            ValueError, match="observed tensor holds 1 NaN or infinite value"
+        ):
             observer(torch.tensor([0.5, bad]))
         assert observer.max_val == 1.0
 
@@ -126,14 +147,19 @@ def test_per_channel_axis_must_exist_in_the_observed_tensor():
 def test_percentile_observer_clips_at_the_percentiles_of_the_data():
     x = heavy_tailed()
     observer = PercentileObserver(percentile=99.5)
-    for chunk in x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))].split(1000):
+    for chunk in x[
+        torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    ].split(1000):
         observer(chunk)
     lo, hi = observer.range()
     # torch.quantile on all the data is the reference; ours reads a histogram whose bins are
     # max|x| / 2048 wide at the finest
     expected = torch.quantile(x, torch.tensor([0.005, 0.995]))
     width = float(observer.histogram.width)
-    assert abs(lo - float(expected[0])) <= 2 * width and abs(hi - float(expected[1])) <= 2 * width
+    assert (
+        abs(lo - float(expected[0])) <= 2 * width
+        and abs(hi - float(expected[1])) <= 2 * width
+    )
     assert 2 < hi < 3.5 and -3.5 < lo < -2  # the 0.2 % of outliers at ±50 are clipped
 
 
@@ -143,8 +169,12 @@ def test_mse_observer_finds_the_closed_form_clipping_of_a_laplace_distribution(b
     # per side, step α/n: E(α) = 2 e^{-α} (clipped tails) + (α/n)²/12 (1 - e^{-α}) (rounding)
     n = 2 ** (bits - 1) - 1
     a = torch.linspace(0.5, 12, 100_001, dtype=torch.float64)
-    closed_form = float(a[torch.argmin(2 * torch.exp(-a) + (a / n) ** 2 / 12 * (1 - torch.exp(-a)))])
-    observer = MSEObserver(bits=bits, symmetric=True, signed=True, restricted=True, steps=200)
+    closed_form = float(
+        a[torch.argmin(2 * torch.exp(-a) + (a / n) ** 2 / 12 * (1 - torch.exp(-a)))]
+    )
+    observer = MSEObserver(
+        bits=bits, symmetric=True, signed=True, restricted=True, steps=200
+    )
     observer(laplace(200_000).float())
     lo, hi = observer.range()
     assert max(-lo, hi) == pytest.approx(closed_form, rel=0.03)
@@ -157,7 +187,9 @@ def test_entropy_observer_clips_the_outliers_and_keeps_the_bulk():
     observer(x)
     lo, hi = observer.range()
     assert lo == -hi  # a threshold on |x|
-    assert float(torch.quantile(x.abs(), 0.99)) < hi < 10  # keeps 99 % of |x|, drops the ±50
+    assert (
+        float(torch.quantile(x.abs(), 0.99)) < hi < 10
+    )  # keeps 99 % of |x|, drops the ±50
 
 
 def test_entropy_observer_on_one_signed_data_uses_all_levels_of_an_unsigned_grid():
@@ -166,18 +198,28 @@ def test_entropy_observer_on_one_signed_data_uses_all_levels_of_an_unsigned_grid
     observer(x)
     lo, hi = observer.range()
     h = observer.histogram
-    expected = entropy_range(h.absolute(), float(h.width), float(x.min()), float(x.max()), 256)
-    assert (lo, hi) == expected and lo == float(x.min()) and 5 < hi < 0.9 * float(x.max())
+    expected = entropy_range(
+        h.absolute(), float(h.width), float(x.min()), float(x.max()), 256
+    )
+    assert (
+        (lo, hi) == expected and lo == float(x.min()) and 5 < hi < 0.9 * float(x.max())
+    )
 
 
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: PercentileObserver(percentile=50), r"percentile must be a finite number in \(50, 100\]"),
+        (
+            lambda: PercentileObserver(percentile=50),
+            r"percentile must be a finite number in \(50, 100\]",
+        ),
         (lambda: PercentileObserver(percentile=100.5), "percentile"),
         (lambda: MSEObserver(steps=0), "steps must be an int >= 1"),
         (lambda: EntropyObserver(bins=1002), "bins must be a multiple of 4"),
-        (lambda: MovingAverageMinMaxObserver(averaging_constant=0), "averaging_constant"),
+        (
+            lambda: MovingAverageMinMaxObserver(averaging_constant=0),
+            "averaging_constant",
+        ),
         (lambda: MinMaxObserver(bits=17), r"bits must be an int in \[1, 16\]"),
     ],
 )
@@ -187,7 +229,13 @@ def test_observer_settings_are_checked_when_built(make, match):
 
 
 def test_observers_are_chosen_by_name():
-    assert list(OBSERVERS) == ["minmax", "moving_average", "percentile", "mse", "entropy"]
+    assert list(OBSERVERS) == [
+        "minmax",
+        "moving_average",
+        "percentile",
+        "mse",
+        "entropy",
+    ]
     for cls in OBSERVERS.values():
         observer = cls(bits=4, symmetric=True, signed=True)
         observer(heavy_tailed())

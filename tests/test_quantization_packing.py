@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from minicompress import measure
 from minicompress.pruning import apply_mask
@@ -16,16 +17,24 @@ from minicompress.quantization import (
     quantize_weights,
     unpack_bits,
 )
-from torch.nn.utils import parametrize
 
 
 def test_bit_streams_worked_by_hand():
-    assert pack_bits(torch.tensor([1, 2, 3, 15]), 4).tolist() == [0x21, 0xF3]  # low nibble first
+    assert pack_bits(torch.tensor([1, 2, 3, 15]), 4).tolist() == [
+        0x21,
+        0xF3,
+    ]  # low nibble first
     assert pack_bits(torch.tensor([0, 1, 2, 3]), 2).tolist() == [0b11100100]
-    assert pack_bits(torch.tensor([1, 0, 1, 1, 0, 0, 0, 0, 1]), 1).tolist() == [0b1101, 1]
+    assert pack_bits(torch.tensor([1, 0, 1, 1, 0, 0, 0, 0, 1]), 1).tolist() == [
+        0b1101,
+        1,
+    ]
     # 3-bit codes 7, 0, 5 -> stream bits 111 000 101 (LSB first) -> bytes 0b01000111, 0b1
     assert pack_bits(torch.tensor([7, 0, 5]), 3).tolist() == [71, 1]
-    assert pack_bits(torch.tensor([0x1234]), 16).tolist() == [0x34, 0x12]  # little-endian
+    assert pack_bits(torch.tensor([0x1234]), 16).tolist() == [
+        0x34,
+        0x12,
+    ]  # little-endian
 
 
 @pytest.mark.parametrize("bits", range(1, 17))
@@ -34,20 +43,28 @@ def test_unpacking_inverts_packing_for_every_width(bits):
     for n in (0, 1, 7, 9, 1001):
         values = torch.randint(0, 2**bits, (n,), generator=gen)
         packed = pack_bits(values, bits)
-        assert packed.dtype == torch.uint8 and len(packed) == packed_nbytes(n, bits) == math.ceil(n * bits / 8)
+        assert packed.dtype == torch.uint8 and len(packed) == packed_nbytes(
+            n, bits
+        ) == math.ceil(n * bits / 8)
         assert torch.equal(unpack_bits(packed, bits, n), values)
 
 
 def test_bad_codes_and_streams_are_clear_errors():
-    with pytest.raises(ValueError, match=r"values must lie in \[0, 15\] for 4 bits, got \[0, 16\]"):
+    with pytest.raises(
+        ValueError, match=r"values must lie in \[0, 15\] for 4 bits, got \[0, 16\]"
+    ):
         pack_bits(torch.tensor([0, 16]), 4)
-    with pytest.raises(ValueError, match=r"values must lie in \[0, 3\] for 2 bits, got \[-1, 0\]"):
+    with pytest.raises(
+        ValueError, match=r"values must lie in \[0, 3\] for 2 bits, got \[-1, 0\]"
+    ):
         pack_bits(torch.tensor([-1, 0]), 2)
     with pytest.raises(TypeError, match="values must be an integer tensor"):
         pack_bits(torch.tensor([0.5]), 4)
     with pytest.raises(ValueError, match=r"bits must be an int in \[1, 16\], got 0"):
         pack_bits(torch.tensor([0]), 0)
-    with pytest.raises(ValueError, match="packed holds 2 bytes; 5 codes of 4 bits need 3"):
+    with pytest.raises(
+        ValueError, match="packed holds 2 bytes; 5 codes of 4 bits need 3"
+    ):
         unpack_bits(torch.zeros(2, dtype=torch.uint8), 4, 5)
     with pytest.raises(TypeError, match="packed must be a uint8 tensor"):
         unpack_bits(torch.zeros(2, dtype=torch.int32), 4, 4)
@@ -93,7 +110,9 @@ def test_a_pruned_then_quantized_weight_packs_what_the_mask_lets_through():
     apply_mask(net[0], mask)
     quantized = quantize_weights(net, bits=4)
     unpacked = FakeQuantWeight.unpack(measure.packed_tensors(quantized)["0.weight"])
-    assert torch.equal(unpacked, quantized[0].weight) and bool((unpacked[~mask] == 0).all())
+    assert torch.equal(unpacked, quantized[0].weight) and bool(
+        (unpacked[~mask] == 0).all()
+    )
 
 
 def test_a_parametrization_without_pack_is_stored_dense():
@@ -107,6 +126,8 @@ def test_float16_weights_pack_to_two_bytes_each():
     for layer in (net[0], net[2]):
         parametrize.register_parametrization(layer, "weight", CastWeight("float16"))
     weights = 512 * 512 + 512 * 128
-    assert measure.size_bytes(net, "dense") - measure.size_bytes(net, "packed") == pytest.approx(2 * weights, rel=0.01)
+    assert measure.size_bytes(net, "dense") - measure.size_bytes(
+        net, "packed"
+    ) == pytest.approx(2 * weights, rel=0.01)
     packed = measure.packed_tensors(net)["0.weight"]
     assert torch.equal(CastWeight.unpack(packed), net[0].weight)

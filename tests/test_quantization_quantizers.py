@@ -78,20 +78,26 @@ def test_min_equal_to_max_gets_the_eps_floor_or_a_range_from_zero():
 
 
 def test_per_channel_qparams_have_one_entry_per_channel():
-    scale, zero_point = qparams(torch.tensor([-1.0, 0.0, -2.0]), torch.tensor([3.0, 2.0, 0.0]), bits=8)
+    scale, zero_point = qparams(
+        torch.tensor([-1.0, 0.0, -2.0]), torch.tensor([3.0, 2.0, 0.0]), bits=8
+    )
     assert scale.shape == zero_point.shape == (3,)
     assert zero_point.tolist() == [64, 0, 255]
 
 
 @pytest.mark.parametrize("bits,symmetric,signed,restricted", SCHEMES)
-def test_round_trip_error_is_at_most_half_a_step_inside_the_range(bits, symmetric, signed, restricted):
+def test_round_trip_error_is_at_most_half_a_step_inside_the_range(
+    bits, symmetric, signed, restricted
+):
     gen = torch.Generator().manual_seed(bits)
     lo, hi = -0.7, 2.3
     x = lo + (hi - lo) * torch.rand(2000, generator=gen, dtype=torch.float64)
     x = torch.cat([x, torch.tensor([lo, hi, 0.0], dtype=torch.float64)])
     if symmetric and not signed:
         x = x.clamp(min=0)  # an unsigned grid holds no negatives
-    scale, zero_point = qparams(float(x.min()), float(x.max()), bits, symmetric, signed, restricted)
+    scale, zero_point = qparams(
+        float(x.min()), float(x.max()), bits, symmetric, signed, restricted
+    )
     q = quantize(x, scale, zero_point, bits, signed, restricted)
     error = (dequantize(q, scale, zero_point, dtype=torch.float64) - x).abs()
     # qparams are float32, as torch's: the ends of the range carry float32 rounding too
@@ -99,16 +105,22 @@ def test_round_trip_error_is_at_most_half_a_step_inside_the_range(bits, symmetri
 
 
 @pytest.mark.parametrize("bits,symmetric,signed,restricted", SCHEMES)
-def test_fake_quantize_per_tensor_equals_torch_in_value_and_gradient(bits, symmetric, signed, restricted):
+def test_fake_quantize_per_tensor_equals_torch_in_value_and_gradient(
+    bits, symmetric, signed, restricted
+):
     # torch.fake_quantize_per_tensor_affine is the reference kernel (rounding half to even,
     # gradient 1 inside the grid and 0 where clamped); it computes in float32
     gen = torch.Generator().manual_seed(0)
     x = (3 * torch.randn(500, generator=gen)).requires_grad_()
     qmin, qmax = qrange(bits, signed, restricted)
-    scale, zero_point = qparams(-2.0, 2.5, bits, symmetric, signed, restricted)  # x is clipped too
+    scale, zero_point = qparams(
+        -2.0, 2.5, bits, symmetric, signed, restricted
+    )  # x is clipped too
     ours = fake_quantize(x, scale, zero_point, bits, signed, restricted)
     (ours_grad,) = torch.autograd.grad(ours.sum(), x)
-    theirs = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), qmin, qmax)
+    theirs = torch.fake_quantize_per_tensor_affine(
+        x, float(scale), int(zero_point), qmin, qmax
+    )
     (theirs_grad,) = torch.autograd.grad(theirs.sum(), x)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=0)
@@ -117,7 +129,9 @@ def test_fake_quantize_per_tensor_equals_torch_in_value_and_gradient(bits, symme
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
 @pytest.mark.parametrize("bits,symmetric,signed,restricted", SCHEMES[:6])
-def test_fake_quantize_per_channel_equals_torch_in_float64(axis, bits, symmetric, signed, restricted):
+def test_fake_quantize_per_channel_equals_torch_in_float64(
+    axis, bits, symmetric, signed, restricted
+):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4, 5, 3, generator=gen, dtype=torch.float64).requires_grad_()
     dims = [d for d in range(3) if d != axis % 3]
@@ -126,7 +140,9 @@ def test_fake_quantize_per_channel_equals_torch_in_float64(axis, bits, symmetric
     qmin, qmax = qrange(bits, signed, restricted)
     ours = fake_quantize(x, scale, zero_point, bits, signed, restricted, axis=axis)
     (ours_grad,) = torch.autograd.grad(ours.sum(), x)
-    theirs = torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis % 3, qmin, qmax)
+    theirs = torch.fake_quantize_per_channel_affine(
+        x, scale, zero_point, axis % 3, qmin, qmax
+    )
     (theirs_grad,) = torch.autograd.grad(theirs.sum(), x)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
     torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=0)
@@ -139,18 +155,26 @@ def test_quantize_gives_torchs_integer_codes():
     x = torch.randn(200, generator=gen)
     scale, zero_point = qparams(-1.5, 2.0, bits=8)
     ours = quantize(x, scale, zero_point, bits=8)
-    theirs = torch.quantize_per_tensor(x, float(scale), int(zero_point), torch.quint8).int_repr()
+    theirs = torch.quantize_per_tensor(
+        x, float(scale), int(zero_point), torch.quint8
+    ).int_repr()
     assert ours.dtype == torch.uint8 and torch.equal(ours, theirs)
     scale, zero_point = qparams(-1.0, 1.0, bits=8, symmetric=True, signed=True)
     ours = quantize(x, scale, zero_point, bits=8, signed=True)
     theirs = torch.quantize_per_tensor(x, float(scale), 0, torch.qint8).int_repr()
     assert ours.dtype == torch.int8 and torch.equal(ours, theirs)
     w = torch.randn(3, 6, generator=gen)
-    scale, zero_point = qparams(w.amin(1), w.amax(1), bits=8, symmetric=True, signed=True)
+    scale, zero_point = qparams(
+        w.amin(1), w.amax(1), bits=8, symmetric=True, signed=True
+    )
     ours = quantize(w, scale, zero_point, signed=True, axis=0)
-    theirs = torch.quantize_per_channel(w, scale.double(), zero_point.long(), 0, torch.qint8)
+    theirs = torch.quantize_per_channel(
+        w, scale.double(), zero_point.long(), 0, torch.qint8
+    )
     assert torch.equal(ours, theirs.int_repr())
-    torch.testing.assert_close(dequantize(ours, scale, zero_point, axis=0), theirs.dequantize())
+    torch.testing.assert_close(
+        dequantize(ours, scale, zero_point, axis=0), theirs.dequantize()
+    )
 
 
 def test_codes_take_the_smallest_integer_dtype():
@@ -167,9 +191,21 @@ def test_codes_take_the_smallest_integer_dtype():
         ({"bits": 0}, ValueError, r"bits must be an int in \[1, 16\], got 0"),
         ({"bits": 17}, ValueError, r"bits must be an int in \[1, 16\], got 17"),
         ({"bits": 8.0}, TypeError, "bits must be an int"),
-        ({"bits": 1, "symmetric": True, "signed": True}, ValueError, r"\[2, 16\] for signed symmetric"),
-        ({"restricted": True, "symmetric": True}, ValueError, "restricted=True needs signed=True"),
-        ({"restricted": True, "signed": True}, ValueError, "restricted=True needs symmetric=True"),
+        (
+            {"bits": 1, "symmetric": True, "signed": True},
+            ValueError,
+            r"\[2, 16\] for signed symmetric",
+        ),
+        (
+            {"restricted": True, "symmetric": True},
+            ValueError,
+            "restricted=True needs signed=True",
+        ),
+        (
+            {"restricted": True, "signed": True},
+            ValueError,
+            "restricted=True needs symmetric=True",
+        ),
         ({"symmetric": 1}, TypeError, "symmetric must be True or False"),
         ({"eps": 0.0}, ValueError, "eps must be a finite number > 0"),
     ],
@@ -180,7 +216,9 @@ def test_qparams_rejects_bad_settings(kwargs, error, match):
 
 
 def test_qparams_rejects_bad_ranges():
-    with pytest.raises(ValueError, match="min_val must be <= max_val, got min_val=2 > max_val=1"):
+    with pytest.raises(
+        ValueError, match="min_val must be <= max_val, got min_val=2 > max_val=1"
+    ):
         qparams(2.0, 1.0)
     with pytest.raises(ValueError, match="at channel 1"):
         qparams(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 2.0]))
@@ -194,15 +232,22 @@ def test_qparams_rejects_bad_ranges():
 
 def test_quantize_rejects_a_missing_axis_and_mismatched_qparams():
     x = torch.randn(2, 3)
-    with pytest.raises(ValueError, match=r"axis must be an int in \[-2, 1\] or None .* got 2"):
+    with pytest.raises(
+        ValueError, match=r"axis must be an int in \[-2, 1\] or None .* got 2"
+    ):
         fake_quantize(x, torch.ones(3), torch.zeros(3, dtype=torch.int32), axis=2)
-    with pytest.raises(ValueError, match=r"scale must have shape \(3,\) per-channel on axis 1, got \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"scale must have shape \(3,\) per-channel on axis 1, got \(2,\)",
+    ):
         quantize(x, torch.ones(2), torch.zeros(2, dtype=torch.int32), axis=1)
     with pytest.raises(ValueError, match=r"scale must have shape \(\) per-tensor"):
         quantize(x, torch.ones(3), torch.zeros(3, dtype=torch.int32))
     with pytest.raises(ValueError, match="scale must be > 0"):
         quantize(x, 0.0, 0)
-    with pytest.raises(ValueError, match=r"zero_point must lie in the grid \[-128, 127\]"):
+    with pytest.raises(
+        ValueError, match=r"zero_point must lie in the grid \[-128, 127\]"
+    ):
         quantize(x, 0.1, 200, signed=True)
     with pytest.raises(TypeError, match="q must hold integer codes"):
         dequantize(x, 0.1, 0)

@@ -18,7 +18,15 @@ from torch import nn
 from .. import _checks
 from .observers import Observer, _resize_buffers
 from .packing import pack_bits, unpack_bits
-from .quantizers import affine_qparams, fake_quantize_ste, from_grid, qparams, qrange, round_to_grid, symmetric_qparams
+from .quantizers import (
+    affine_qparams,
+    fake_quantize_ste,
+    from_grid,
+    qparams,
+    qrange,
+    round_to_grid,
+    symmetric_qparams,
+)
 
 __all__ = ["FakeQuantWeight", "ActQuant", "DynamicActQuant", "range_qparams"]
 
@@ -63,7 +71,9 @@ class FakeQuantWeight(nn.Module):
 
     def qparams(self, weight):
         """(scale, zero_point) for this weight: float32 and int32, 0-d or (C,)."""
-        return range_qparams(weight, self.axis, self.qmin, self.qmax, self.symmetric, self.signed)
+        return range_qparams(
+            weight, self.axis, self.qmin, self.qmax, self.symmetric, self.signed
+        )
 
     def forward(self, weight):
         scale, zero_point = self.qparams(weight)
@@ -74,8 +84,13 @@ class FakeQuantWeight(nn.Module):
         """The packing protocol (see `packing`): b-bit codes, scale and zero point."""
         scale, zero_point = self.qparams(weight)
         s, z = _along(scale, self.axis, weight), _along(zero_point, self.axis, weight)
-        codes = round_to_grid(weight.detach(), s, z, self.qmin, self.qmax).long() - self.qmin
-        per_tensor = self.axis is None  # plain numbers: no tensor framing for two scalars
+        codes = (
+            round_to_grid(weight.detach(), s, z, self.qmin, self.qmax).long()
+            - self.qmin
+        )
+        per_tensor = (
+            self.axis is None
+        )  # plain numbers: no tensor framing for two scalars
         return {
             "format": "uniform",
             "shape": tuple(weight.shape),
@@ -94,7 +109,9 @@ class FakeQuantWeight(nn.Module):
         shape, axis = packed["shape"], packed["axis"]
         dtype = getattr(torch, packed["dtype"])
         numel = int(torch.tensor(shape).prod()) if shape else 1
-        q = (unpack_bits(packed["codes"], packed["bits"], numel) + packed["qmin"]).reshape(shape)
+        q = (
+            unpack_bits(packed["codes"], packed["bits"], numel) + packed["qmin"]
+        ).reshape(shape)
         q = q.to(dtype)
         s = _along(torch.as_tensor(packed["scale"], dtype=torch.float32), axis, q)
         z = _along(torch.as_tensor(packed["zero_point"], dtype=torch.int32), axis, q)
@@ -119,10 +136,14 @@ class ActQuant(nn.Module):
     def __init__(self, observer, name="activation"):
         super().__init__()
         if not isinstance(observer, Observer):
-            raise TypeError(f"observer must be an Observer, got {type(observer).__name__}")
+            raise TypeError(
+                f"observer must be an Observer, got {type(observer).__name__}"
+            )
         self.observer, self.name = observer, name
         self.axis = observer.axis
-        self.qmin, self.qmax = qrange(observer.bits, observer.signed, observer.restricted)
+        self.qmin, self.qmax = qrange(
+            observer.bits, observer.signed, observer.restricted
+        )
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
         self.observing, self.quantizing = True, False
@@ -134,7 +155,10 @@ class ActQuant(nn.Module):
             except ValueError as error:
                 raise ValueError(f"activation {self.name!r}: {error}") from None
         if self.quantizing:
-            s, z = _along(self.scale, self.axis, x), _along(self.zero_point, self.axis, x)
+            s, z = (
+                _along(self.scale, self.axis, x),
+                _along(self.zero_point, self.axis, x),
+            )
             x = fake_quantize_ste(x, s.to(x.dtype), z.to(x.dtype), self.qmin, self.qmax)
         return x
 
@@ -161,7 +185,9 @@ class ActQuant(nn.Module):
         return f"name={self.name!r}, {state}, qrange=({self.qmin}, {self.qmax}), axis={self.axis}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
-        _resize_buffers(self, state_dict, prefix)  # per-channel qparams saved with length C
+        _resize_buffers(
+            self, state_dict, prefix
+        )  # per-channel qparams saved with length C
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -175,7 +201,12 @@ class DynamicActQuant(nn.Module):
     def __init__(self, bits=8, symmetric=False, signed=False, name="activation"):
         super().__init__()
         qparams(0.0, 1.0, bits, symmetric, signed)  # checks the quantizer
-        self.bits, self.symmetric, self.signed, self.name = bits, symmetric, signed, name
+        self.bits, self.symmetric, self.signed, self.name = (
+            bits,
+            symmetric,
+            signed,
+            name,
+        )
         self.qmin, self.qmax = qrange(bits, signed)
 
     def forward(self, x):

@@ -60,7 +60,7 @@ def round_trip_error(x, format):
     finite = torch.isfinite(y)
     error = (y - x).abs()[finite]
     nonzero = finite & (x != 0)
-    relative = ((y - x).abs()[nonzero] / x.abs()[nonzero])
+    relative = (y - x).abs()[nonzero] / x.abs()[nonzero]
     return {
         "max_abs_error": float(error.max()) if error.numel() else 0.0,
         "max_rel_error": float(relative.max()) if relative.numel() else 0.0,
@@ -84,8 +84,11 @@ class CastWeight(nn.Module):
         return weight.to(FLOAT_FORMATS[self.format][0]).to(weight.dtype)
 
     def pack(self, weight):
-        return {"format": "float", "dtype": str(weight.dtype).removeprefix("torch."),
-                "values": weight.detach().to(FLOAT_FORMATS[self.format][0])}
+        return {
+            "format": "float",
+            "dtype": str(weight.dtype).removeprefix("torch."),
+            "values": weight.detach().to(FLOAT_FORMATS[self.format][0]),
+        }
 
     @staticmethod
     def unpack(packed):

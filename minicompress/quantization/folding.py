@@ -25,7 +25,11 @@ from ..pruning.masks import Mask
 __all__ = ["fold_batchnorm", "fold_bn_weights", "FOLDABLE"]
 
 # A convolution and the BatchNorm of the same dimensionality that can follow it.
-FOLDABLE = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+FOLDABLE = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+}
 
 
 def fold_bn_weights(weight, bias, mean, var, eps, gamma, beta):
@@ -72,10 +76,15 @@ def fold_batchnorm(model):
     graph_module = _checks.trace(copy.deepcopy(model), "fold_batchnorm")
     pairs = _foldable_pairs(graph_module)
     for conv_node, _ in pairs:  # check every pair before changing any
-        _check_foldable_weight(graph_module.get_submodule(conv_node.target), conv_node.target)
+        _check_foldable_weight(
+            graph_module.get_submodule(conv_node.target), conv_node.target
+        )
     with torch.no_grad():
         for conv_node, bn_node in pairs:
-            _fold_pair(graph_module.get_submodule(conv_node.target), graph_module.get_submodule(bn_node.target))
+            _fold_pair(
+                graph_module.get_submodule(conv_node.target),
+                graph_module.get_submodule(bn_node.target),
+            )
             bn_node.replace_all_uses_with(conv_node)
             graph_module.graph.erase_node(bn_node)
     graph_module.graph.lint()
@@ -94,21 +103,34 @@ def _foldable_pairs(graph_module):
     pairs = []
     for node in graph_module.graph.nodes:
         bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
+        if (
+            not isinstance(bn, nn.modules.batchnorm._BatchNorm)
+            or bn.running_mean is None
+        ):
             continue
         source = node.args[0] if node.args else None
         if getattr(source, "op", None) != "call_module" or len(source.users) != 1:
             continue
         # isinstance, not type: a parametrized (masked) conv is a subclass torch made for it
-        kind = next((c for c in FOLDABLE if isinstance(modules[source.target], c)), None)
-        if kind and type(bn) is FOLDABLE[kind] and calls[source.target] == calls[node.target] == 1:
+        kind = next(
+            (c for c in FOLDABLE if isinstance(modules[source.target], c)), None
+        )
+        if (
+            kind
+            and type(bn) is FOLDABLE[kind]
+            and calls[source.target] == calls[node.target] == 1
+        ):
             pairs.append((source, node))
     return pairs
 
 
 def _check_foldable_weight(conv, name):
     if parametrize.is_parametrized(conv, "weight"):
-        others = [type(p).__name__ for p in conv.parametrizations.weight if not isinstance(p, Mask)]
+        others = [
+            type(p).__name__
+            for p in conv.parametrizations.weight
+            if not isinstance(p, Mask)
+        ]
         if others:
             raise ValueError(
                 f"{name}.weight carries {', '.join(others)}: fold BatchNorm before quantizing "
@@ -118,7 +140,11 @@ def _check_foldable_weight(conv, name):
 
 def _fold_pair(conv, bn):
     """Write the folded weight and bias into `conv` (its stored weight if masked)."""
-    weight = conv.parametrizations.weight.original if parametrize.is_parametrized(conv, "weight") else conv.weight
+    weight = (
+        conv.parametrizations.weight.original
+        if parametrize.is_parametrized(conv, "weight")
+        else conv.weight
+    )
     new_weight, new_bias = fold_bn_weights(
         weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
     )

@@ -48,11 +48,23 @@ class Observer(nn.Module):
 
     per_channel = True  # histogram observers set False: one histogram per tensor
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, axis=None, eps=EPS):
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        signed=False,
+        restricted=False,
+        axis=None,
+        eps=EPS,
+    ):
         super().__init__()
-        qparams(0.0, 1.0, bits, symmetric, signed, restricted, eps)  # checks the quantizer
+        qparams(
+            0.0, 1.0, bits, symmetric, signed, restricted, eps
+        )  # checks the quantizer
         if axis is not None and not self.per_channel:
-            raise ValueError(f"{type(self).__name__} is per-tensor only: axis must be None, got {axis!r}")
+            raise ValueError(
+                f"{type(self).__name__} is per-tensor only: axis must be None, got {axis!r}"
+            )
         if axis is not None:
             _checks.check_int(axis, "axis")
         self.bits, self.symmetric, self.signed = bits, symmetric, signed
@@ -63,7 +75,9 @@ class Observer(nn.Module):
     def forward(self, x):
         _checks.check_tensor(x, "the observed tensor", finite=True)
         if x.numel() == 0:
-            raise ValueError(f"{type(self).__name__} was given an empty tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} was given an empty tensor of shape {tuple(x.shape)}"
+            )
         with torch.no_grad():  # statistics only: no autograd tape through the observer
             self.observe(x.detach().float())
         return x
@@ -87,7 +101,9 @@ class Observer(nn.Module):
                 "it before calculate_qparams()"
             )
         lo, hi = self.range()
-        return qparams(lo, hi, self.bits, self.symmetric, self.signed, self.restricted, self.eps)
+        return qparams(
+            lo, hi, self.bits, self.symmetric, self.signed, self.restricted, self.eps
+        )
 
     def extra_repr(self):
         scheme = "symmetric" if self.symmetric else "affine"
@@ -102,7 +118,9 @@ class Observer(nn.Module):
         return torch.aminmax(x.transpose(0, axis).reshape(x.shape[axis], -1), dim=1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
-        _resize_buffers(self, state_dict, prefix)  # per-channel statistics have length C
+        _resize_buffers(
+            self, state_dict, prefix
+        )  # per-channel statistics have length C
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -118,7 +136,9 @@ class MinMaxObserver(Observer):
 
     def observe(self, x):
         lo, hi = self._batch_min_max(x)
-        self.min_val = torch.minimum(self.min_val, lo)  # a per-channel batch widens the 0-d start
+        self.min_val = torch.minimum(
+            self.min_val, lo
+        )  # a per-channel batch widens the 0-d start
         self.max_val = torch.maximum(self.max_val, hi)
 
 
@@ -129,8 +149,16 @@ class MovingAverageMinMaxObserver(Observer):
     Args: as `Observer`, plus averaging_constant c, a number in (0, 1] (torch's default 0.01).
     """
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, axis=None,
-                 eps=EPS, averaging_constant=0.01):
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        signed=False,
+        restricted=False,
+        axis=None,
+        eps=EPS,
+        averaging_constant=0.01,
+    ):
         super().__init__(bits, symmetric, signed, restricted, axis, eps)
         self.averaging_constant = _checks.check_real(
             averaging_constant, "averaging_constant", low=0, high=1, low_open=True
@@ -151,7 +179,15 @@ class _HistogramObserver(Observer):
 
     per_channel = False
 
-    def __init__(self, bits, symmetric, signed, restricted, eps, bins):
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        signed=False,
+        restricted=False,
+        eps=EPS,
+        bins=8192,
+    ):
         super().__init__(bits, symmetric, signed, restricted, None, eps)
         bins = _checks.check_int(bins, "bins", low=8)
         if bins % 4:
@@ -172,48 +208,66 @@ class PercentileObserver(_HistogramObserver):
     Args: as `Observer` (per-tensor), plus percentile p, a number in (50, 100], and bins.
     """
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS,
-                 percentile=99.99, bins=8192):
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        signed=False,
+        restricted=False,
+        eps=EPS,
+        percentile=99.99,
+        bins=8192,
+    ):
         super().__init__(bits, symmetric, signed, restricted, eps, bins)
-        self.percentile = _checks.check_real(percentile, "percentile", low=50, high=100, low_open=True)
+        self.percentile = _checks.check_real(
+            percentile, "percentile", low=50, high=100, low_open=True
+        )
 
     def range(self):
-        h = self.histogram
-        return percentile_range(h.counts, h.edges(), float(h.width), self.percentile,
-                                float(self.min_val), float(self.max_val))
+        h, lo, hi = self.histogram, float(self.min_val), float(self.max_val)
+        return percentile_range(
+            h.counts, h.edges(), float(h.width), self.percentile, lo, hi
+        )
 
 
 class MSEObserver(_HistogramObserver):
     """Range = a·[min, max] minimizing the quantization MSE over the histogram, a on a grid
     of `steps` values in (0, 1] (Choukroun et al., ICCV Workshops 2019, arXiv:1902.06822)."""
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS,
-                 steps=100, bins=8192):
+    def __init__(
+        self,
+        bits=8,
+        symmetric=False,
+        signed=False,
+        restricted=False,
+        eps=EPS,
+        steps=100,
+        bins=8192,
+    ):
         super().__init__(bits, symmetric, signed, restricted, eps, bins)
         self.steps = _checks.check_int(steps, "steps", low=1)
 
     def range(self):
-        h = self.histogram
-        centres = h.edges() + h.width / 2
+        h, lo, hi = self.histogram, float(self.min_val), float(self.max_val)
         qmin, qmax = qrange(self.bits, self.signed, self.restricted)
-        return mse_range(h.counts, centres, float(self.min_val), float(self.max_val),
-                         qmin, qmax, self.symmetric, self.signed, self.steps)
+        centres = h.edges() + h.width / 2
+        grid = (qmin, qmax, self.symmetric, self.signed)
+        return mse_range(h.counts, centres, lo, hi, *grid, self.steps)
 
 
 class EntropyObserver(_HistogramObserver):
     """Range = ±T with T the |x| threshold minimizing KL(P ‖ Q) (Migacz, "8-bit Inference with
     TensorRT", GTC 2017), clipped to [min, max]. Levels over [0, T]: 2^(b−1), or 2^b when all
-    values are >= 0 and the grid is unsigned or affine."""
+    values are >= 0 and the grid is unsigned or affine.
 
-    def __init__(self, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS, bins=8192):
-        super().__init__(bits, symmetric, signed, restricted, eps, bins)
+    Args: as `Observer` (per-tensor), plus bins.
+    """
 
     def range(self):
-        one_signed = float(self.min_val) >= 0 and not (self.symmetric and self.signed)
+        h, lo, hi = self.histogram, float(self.min_val), float(self.max_val)
+        one_signed = lo >= 0 and not (self.symmetric and self.signed)
         levels = 2 ** (self.bits - (0 if one_signed else 1))
-        h = self.histogram
-        return entropy_range(h.absolute(), float(h.width), float(self.min_val),
-                             float(self.max_val), levels)
+        return entropy_range(h.absolute(), float(h.width), lo, hi, levels)
 
 
 def _resize_buffers(module, state_dict, prefix):

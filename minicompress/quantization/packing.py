@@ -59,10 +59,19 @@ def pack_bits(values, bits):
         raise ValueError(
             f"values must lie in [0, {2**bits - 1}] for {bits} bits, got [{int(v.min())}, {int(v.max())}]"
         )
-    if bits % 8 == 0:  # whole bytes: little-endian, the same stream without the bit shuffle
-        return torch.stack([(v >> s) & 255 for s in range(0, bits, 8)], 1).flatten().to(torch.uint8)
+    if (
+        bits % 8 == 0
+    ):  # whole bytes: little-endian, the same stream without the bit shuffle
+        return (
+            torch.stack([(v >> s) & 255 for s in range(0, bits, 8)], 1)
+            .flatten()
+            .to(torch.uint8)
+        )
     # 8 codes fill exactly `bits` bytes, so chunks of 2^20 codes pack independently (bounded memory)
-    return torch.cat([_pack_chunk(chunk, bits) for chunk in v.split(2**20)] or [v.new_zeros(0, dtype=torch.uint8)])
+    return torch.cat(
+        [_pack_chunk(chunk, bits) for chunk in v.split(2**20)]
+        or [v.new_zeros(0, dtype=torch.uint8)]
+    )
 
 
 def unpack_bits(packed, bits, numel):
@@ -76,7 +85,9 @@ def unpack_bits(packed, bits, numel):
     numel = _checks.check_int(numel, "numel", low=0)
     _checks.check_tensor(packed, "packed", dims=1)
     if packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 tensor from pack_bits, got dtype {packed.dtype}")
+        raise TypeError(
+            f"packed must be a uint8 tensor from pack_bits, got dtype {packed.dtype}"
+        )
     if len(packed) != packed_nbytes(numel, bits):
         raise ValueError(
             f"packed holds {len(packed)} bytes; {numel} codes of {bits} bits need "
@@ -92,7 +103,11 @@ def unpack_bits(packed, bits, numel):
 
 def _pack_chunk(v, bits):
     """The stream of one chunk: bit t of code k is stream bit k·bits + t."""
-    stream = ((v[:, None] >> torch.arange(bits, dtype=torch.int32)) & 1).to(torch.uint8).flatten()
+    stream = (
+        ((v[:, None] >> torch.arange(bits, dtype=torch.int32)) & 1)
+        .to(torch.uint8)
+        .flatten()
+    )
     stream = torch.cat([stream, stream.new_zeros(-len(stream) % 8)])  # whole bytes
     weights = (2 ** torch.arange(8)).to(torch.uint8)
     return (stream.view(-1, 8) * weights).sum(1, dtype=torch.uint8)

@@ -21,11 +21,11 @@ default), activations to unsigned affine per-tensor (quint8).
 
 import copy
 
-import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import _checks
+from .calibration import calibrate, check_loader, insert_before_layers
 from .fake_quant import ActQuant, DynamicActQuant, FakeQuantWeight
 from .folding import fold_batchnorm
 from .observers import OBSERVERS, Observer
@@ -36,8 +36,6 @@ __all__ = [
     "quantize_weights",
     "quantize_dynamic",
     "quantize_ptq",
-    "calibrate",
-    "activation_quantizers",
 ]
 
 # Layers whose weight is quantized and whose input counts as an activation to quantize.
@@ -53,7 +51,9 @@ def quantizable_layers(model, exclude=()):
             NaN or inf.
     """
     _checks.check_module(model)
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZED_TYPES) and n}
+    layers = {
+        n: m for n, m in model.named_modules() if isinstance(m, QUANTIZED_TYPES) and n
+    }
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has nothing to quantize: no Linear or Conv1d/2d/3d "
@@ -62,7 +62,9 @@ def quantizable_layers(model, exclude=()):
     excluded = _checks.check_names(exclude, "exclude")
     unknown = [name for name in excluded if name not in layers]
     if unknown:
-        raise ValueError(f"exclude names {unknown}, not quantizable layers; allowed: {', '.join(layers)}")
+        raise ValueError(
+            f"exclude names {unknown}, not quantizable layers; allowed: {', '.join(layers)}"
+        )
     kept = {name: layer for name, layer in layers.items() if name not in excluded}
     if not kept:
         raise ValueError(f"exclude={list(excluded)} leaves nothing to quantize")
@@ -94,7 +96,9 @@ def quantize_weights(model, bits=8, per_channel=True, symmetric=True, exclude=()
         >>> quantize_weights(net, bits=4)[0].weight.detach()   # s = 1.2 / 7.5; 7.5 clips to 7
         tensor([[ 0.1600, -0.9600,  0.4800,  1.1200]])
     """
-    weight_quant = FakeQuantWeight(bits, symmetric, True, axis=0 if _per_channel(per_channel) else None)
+    weight_quant = FakeQuantWeight(
+        bits, symmetric, True, axis=0 if _per_channel(per_channel) else None
+    )
     layers = quantizable_layers(model, exclude)
     quantized = copy.deepcopy(model)
     _install_weights(quantized, layers, weight_quant)
@@ -108,18 +112,32 @@ def quantize_dynamic(model, weight_bits=8, act_bits=8, per_channel=True, exclude
     Returns a `torch.fx.GraphModule` in eval mode; `model` is unchanged. Raises as
     `quantize_weights`, and ValueError when the model cannot be traced.
     """
-    weight_quant = FakeQuantWeight(weight_bits, True, True, axis=0 if _per_channel(per_channel) else None)
+    weight_quant = FakeQuantWeight(
+        weight_bits, True, True, axis=0 if _per_channel(per_channel) else None
+    )
     DynamicActQuant(act_bits)  # checks act_bits
     layers = quantizable_layers(model, exclude)
     quantized = _checks.trace(copy.deepcopy(model), "quantize_dynamic")
-    _insert_before(quantized, layers, lambda name: DynamicActQuant(act_bits, name=name))
+    insert_before_layers(
+        quantized, layers, lambda name: DynamicActQuant(act_bits, name=name)
+    )
     _install_weights(quantized, layers, weight_quant)
     return quantized.eval()
 
 
-def quantize_ptq(model, calibration_loader, weight_bits=8, act_bits=8, per_channel=True,
-                 observer="minmax", act_symmetric=False, fold_bn=True, batches=None,
-                 exclude=(), keep_observers=False):
+def quantize_ptq(
+    model,
+    calibration_loader,
+    weight_bits=8,
+    act_bits=8,
+    per_channel=True,
+    observer="minmax",
+    act_symmetric=False,
+    fold_bn=True,
+    batches=None,
+    exclude=(),
+    keep_observers=False,
+):
     """Static post-training quantization: a fake-quantized copy of `model` with calibrated
     activation ranges.
 
@@ -153,48 +171,29 @@ def quantize_ptq(model, calibration_loader, weight_bits=8, act_bits=8, per_chann
             loader, an untraceable model, a NaN/inf weight or activation, an activation no
             calibration batch reached.
     """
-    weight_quant = FakeQuantWeight(weight_bits, True, True, axis=0 if _per_channel(per_channel) else None)
+    weight_quant = FakeQuantWeight(
+        weight_bits, True, True, axis=0 if _per_channel(per_channel) else None
+    )
     make_observer = _observer_factory(observer, act_bits, act_symmetric)
     fold_bn = _checks.check_bool(fold_bn, "fold_bn")
     keep_observers = _checks.check_bool(keep_observers, "keep_observers")
     batches = None if batches is None else _checks.check_int(batches, "batches", low=1)
-    _check_loader(calibration_loader)
+    check_loader(calibration_loader)
     layers = quantizable_layers(model, exclude)
-    quantized = fold_batchnorm(model) if fold_bn else _checks.trace(copy.deepcopy(model), "quantize_ptq")
-    acts = _insert_before(quantized, layers, lambda name: ActQuant(make_observer(), name))
+    quantized = (
+        fold_batchnorm(model)
+        if fold_bn
+        else _checks.trace(copy.deepcopy(model), "quantize_ptq")
+    )
+    acts = insert_before_layers(
+        quantized, layers, lambda name: ActQuant(make_observer(), name)
+    )
     calibrate(quantized, calibration_loader, batches)
     ranges = {name: act.calculate_qparams() for name, act in acts.items()}  # may raise
     _install_weights(quantized, layers, weight_quant)
     for name, act in acts.items():
         act.freeze(*ranges[name], keep_observer=keep_observers)
     return quantized.eval()
-
-
-def calibrate(model, loader, batches=None):
-    """Run `loader`'s batches (the first `batches` of them) through `model` in eval mode
-    without gradients, so that its observers record; returns how many batches ran. The
-    model's train/eval mode is restored afterwards."""
-    _checks.check_module(model)
-    batches = None if batches is None else _checks.check_int(batches, "batches", low=1)
-    was_training, count = model.training, 0
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                if batches is not None and count >= batches:
-                    break
-                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
-                count += 1
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("the calibration loader yielded no batches; give it at least one")
-    return count
-
-
-def activation_quantizers(model):
-    """{module name: ActQuant or DynamicActQuant} of a quantized model, in model order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (ActQuant, DynamicActQuant))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,39 +224,6 @@ def _observer_factory(observer, bits, symmetric):
     if not isinstance(sample, Observer):
         raise TypeError(f"observer must make an Observer, got {type(sample).__name__}")
     return factory
-
-
-def _check_loader(loader):
-    _checks.first_batch(loader, "calibration_loader")  # iterable and not empty
-    if iter(loader) is loader:  # calibration would start after the batch just taken
-        raise TypeError(
-            "calibration_loader must be re-iterable (a DataLoader or a list of batches), "
-            f"got a one-shot iterator {type(loader).__name__}"
-        )
-
-
-def _insert_before(graph_module, layers, make):
-    """Route the input of every call of a layer in `layers` through a new module from
-    make(name), one per producing node; returns {module name: module}."""
-    inserted, new = {}, {}
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or node.target not in layers or not node.args:
-            continue
-        source = node.args[0]
-        if not isinstance(source, torch.fx.Node):
-            continue
-        if source.name not in inserted:
-            name = f"{source.name}_quant"
-            while hasattr(graph_module, name):
-                name += "_"
-            new[name] = make(source.name)
-            graph_module.add_submodule(name, new[name])
-            with graph_module.graph.inserting_before(node):  # after source, before every reader
-                inserted[source.name] = graph_module.graph.call_module(name, (source,))
-        node.replace_input_with(source, inserted[source.name])
-    graph_module.graph.lint()
-    graph_module.recompile()
-    return new
 
 
 def _install_weights(model, layers, template):

@@ -69,13 +69,17 @@ def qrange(bits, signed=False, restricted=False):
     restricted = _checks.check_bool(restricted, "restricted")
     bits = _checks.check_int(bits, "bits", low=2 if restricted else 1, high=16)
     if restricted and not signed:
-        raise ValueError("restricted=True needs signed=True: it drops the code -2^(bits-1)")
+        raise ValueError(
+            "restricted=True needs signed=True: it drops the code -2^(bits-1)"
+        )
     if not signed:
         return 0, 2**bits - 1
     return -(2 ** (bits - 1)) + int(restricted), 2 ** (bits - 1) - 1
 
 
-def qparams(min_val, max_val, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS):
+def qparams(
+    min_val, max_val, bits=8, symmetric=False, signed=False, restricted=False, eps=EPS
+):
     """Scale and zero point mapping the range [min_val, max_val] onto a `bits`-bit grid.
 
     Args:
@@ -104,9 +108,13 @@ def qparams(min_val, max_val, bits=8, symmetric=False, signed=False, restricted=
     symmetric = _checks.check_bool(symmetric, "symmetric")
     qmin, qmax = qrange(bits, signed, restricted)
     if symmetric and signed and bits < 2:
-        raise ValueError(f"bits must be an int in [2, 16] for signed symmetric quantization, got {bits}")
+        raise ValueError(
+            f"bits must be an int in [2, 16] for signed symmetric quantization, got {bits}"
+        )
     if restricted and not symmetric:
-        raise ValueError("restricted=True needs symmetric=True: an affine grid has no centre to keep")
+        raise ValueError(
+            "restricted=True needs symmetric=True: an affine grid has no centre to keep"
+        )
     eps = _checks.check_real(eps, "eps", low=0, low_open=True)
     min_val, max_val = _range_tensors(min_val, max_val)
     if symmetric:
@@ -120,15 +128,21 @@ def affine_qparams(min_val, max_val, qmin, qmax, eps=EPS):
     max_pos = torch.clamp(max_val, min=0.0)
     scale = torch.clamp((max_pos - min_neg) / float(qmax - qmin), min=eps)
     zero_point = qmin - torch.round(min_neg / scale)
-    zero_point = torch.clamp(zero_point, qmin, qmax)  # only moves when min_neg / s rounds off-grid
+    zero_point = torch.clamp(
+        zero_point, qmin, qmax
+    )  # only moves when min_neg / s rounds off-grid
     return scale, zero_point.to(torch.int32)
 
 
 def symmetric_qparams(min_val, max_val, qmin, qmax, signed, eps=EPS):
     """Core of `qparams`, symmetric: z = 0, s = max|x| / ((q_max − q_min) / 2) (signed grid)
     or max|x| / (q_max − q_min) (unsigned grid, for one-signed tensors)."""
-    max_abs = torch.maximum(-torch.clamp(min_val, max=0.0), torch.clamp(max_val, min=0.0))
-    steps = (qmax - qmin) / 2 if signed else float(qmax - qmin)  # 127.5 for int8, as torch.ao
+    max_abs = torch.maximum(
+        -torch.clamp(min_val, max=0.0), torch.clamp(max_val, min=0.0)
+    )
+    steps = (
+        (qmax - qmin) / 2 if signed else float(qmax - qmin)
+    )  # 127.5 for int8, as torch.ao
     scale = torch.clamp(max_abs / steps, min=eps)
     return scale, torch.zeros_like(scale, dtype=torch.int32)
 
@@ -171,7 +185,9 @@ def dequantize(q, scale, zero_point, axis=None, dtype=torch.float32):
     return from_grid(q.to(dtype), s.to(dtype), z.to(dtype))
 
 
-def fake_quantize(x, scale, zero_point, bits=8, signed=False, restricted=False, axis=None):
+def fake_quantize(
+    x, scale, zero_point, bits=8, signed=False, restricted=False, axis=None
+):
     """Quantize then dequantize, x̂ = s · (clamp(round(x / s) + z) − z), with the clipped
     straight-through gradient: d x̂ / d x = 1 where x falls inside the grid, 0 where it is
     clipped (Bengio et al., arXiv:1308.3432, 2013). Values and gradients equal
@@ -249,8 +265,14 @@ def _checked_qparams(x, scale, zero_point, qmin, qmax, axis):
         value = value if isinstance(value, torch.Tensor) else torch.tensor(value)
         _checks.check_tensor(value, name, finite=True)
         if tuple(value.shape) != expected and not (axis is None and value.numel() == 1):
-            what = "per-tensor (axis=None)" if axis is None else f"per-channel on axis {axis}"
-            raise ValueError(f"{name} must have shape {expected} {what}, got {tuple(value.shape)}")
+            what = (
+                "per-tensor (axis=None)"
+                if axis is None
+                else f"per-channel on axis {axis}"
+            )
+            raise ValueError(
+                f"{name} must have shape {expected} {what}, got {tuple(value.shape)}"
+            )
         shaped.append(value.reshape([-1 if d == axis else 1 for d in range(x.dim())]))
     if bool((shaped[0] <= 0).any()):
         raise ValueError("scale must be > 0 everywhere")

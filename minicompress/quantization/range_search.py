@@ -20,7 +20,13 @@ from torch import nn
 
 from .quantizers import affine_qparams, from_grid, round_to_grid, symmetric_qparams
 
-__all__ = ["Histogram", "percentile_range", "mse_range", "entropy_range", "kl_divergences"]
+__all__ = [
+    "Histogram",
+    "percentile_range",
+    "mse_range",
+    "entropy_range",
+    "kl_divergences",
+]
 
 
 class Histogram(nn.Module):
@@ -37,14 +43,20 @@ class Histogram(nn.Module):
         super().__init__()
         assert bins % 4 == 0 and bins >= 8, "bins is a multiple of 4, at least 8"
         self.register_buffer("counts", torch.zeros(bins, dtype=torch.float64))
-        self.register_buffer("width", torch.tensor(0.0, dtype=torch.float64))  # 0 = not set
+        self.register_buffer(
+            "width", torch.tensor(0.0, dtype=torch.float64)
+        )  # 0 = not set
 
     def add(self, x):
         half = self.counts.numel() // 2
         amax = float(x.abs().max())
-        if amax > 0 and self.width == 0:  # 2^e > amax / half: every value strictly inside
+        if (
+            amax > 0 and self.width == 0
+        ):  # 2^e > amax / half: every value strictly inside
             self.width.fill_(2.0 ** (math.floor(math.log2(amax / half)) + 1))
-        while 0 < half * float(self.width) <= amax:  # widen: merge pairs of bins, double w
+        while (
+            0 < half * float(self.width) <= amax
+        ):  # widen: merge pairs of bins, double w
             merged = self.counts.view(-1, 2).sum(1)  # bin pair (2k, 2k+1) -> k - bins/4
             self.counts.zero_()
             self.counts[half // 2 : half // 2 + half] = merged
@@ -83,7 +95,9 @@ def percentile_range(counts, edges, width, percentile, min_val, max_val):
     return max(bounds[0], min_val), min(bounds[1], max_val)
 
 
-def mse_range(counts, centres, min_val, max_val, qmin, qmax, symmetric, signed, steps=100):
+def mse_range(
+    counts, centres, min_val, max_val, qmin, qmax, symmetric, signed, steps=100
+):
     """The range a·[min, max] minimizing Σ n_i (c_i − Q(c_i))² over a = 1/steps, ..., 1.
 
     Bin centres c_i stand for the values in their bins, weighted by the counts n_i.
@@ -94,7 +108,10 @@ def mse_range(counts, centres, min_val, max_val, qmin, qmax, symmetric, signed, 
         s, z = symmetric_qparams(lo, hi, qmin, qmax, signed)
     else:
         s, z = affine_qparams(lo, hi, qmin, qmax)
-    s, z = s[:, None].double(), z[:, None].double()  # (steps, 1) against the bins (1, n)
+    s, z = (
+        s[:, None].double(),
+        z[:, None].double(),
+    )  # (steps, 1) against the bins (1, n)
     used = counts > 0  # empty bins add no error
     c, n = centres[used][None, :], counts[used]
     x_hat = from_grid(round_to_grid(c, s, z, qmin, qmax), s, z)
@@ -113,7 +130,9 @@ def entropy_range(abs_counts, width, min_val, max_val, levels):
     bins = len(abs_counts)
     candidates = torch.arange(min(levels, bins), bins + 1)
     kl = kl_divergences(abs_counts, candidates, levels)
-    ties = kl <= kl.min() * (1 + 1e-12) + 1e-15  # rounding must not decide between equals
+    ties = (
+        kl <= kl.min() * (1 + 1e-12) + 1e-15
+    )  # rounding must not decide between equals
     best = int(candidates[ties].max())
     threshold = best * width
     return max(min_val, -threshold), min(max_val, threshold)
@@ -130,19 +149,29 @@ def kl_divergences(c, i, levels):
     """
     i = i[:, None]  # (I, 1)
     total, used, clogc = (
-        torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(v, 0)])  # Σ_{j<k} at k
+        torch.cat(
+            [torch.zeros(1, dtype=torch.float64), torch.cumsum(v, 0)]
+        )  # Σ_{j<k} at k
         for v in (c, (c > 0).double(), torch.xlogy(c, c))
     )
     n, kept = total[-1], total[i]  # N and Σ_{j<i} c_j, (I, 1)
     last = c[i - 1] + (n - kept)  # P_{i-1}: the last kept bin with the outliers
-    edges = (torch.arange(levels + 1) * i + levels - 1) // levels  # group g: [edge_g, edge_g+1)
+    edges = (
+        torch.arange(levels + 1) * i + levels - 1
+    ) // levels  # group g: [edge_g, edge_g+1)
     t = total[edges[:, 1:]] - total[edges[:, :-1]]  # (I, levels) T_g
     u = used[edges[:, 1:]] - used[edges[:, :-1]]  # (I, levels) U_g
-    log_q = torch.log(t / (u.clamp(min=1) * kept))  # log q_j for the nonempty bins of group g
+    log_q = torch.log(
+        t / (u.clamp(min=1) * kept)
+    )  # log q_j for the nonempty bins of group g
     p_log_p = clogc[i - 1] + torch.xlogy(last, last)  # Σ P log P
     p_log_q = torch.where(t > 0, t * log_q, 0.0).sum(1, keepdim=True)
     outliers = n - kept
-    p_log_q = p_log_q + torch.where(outliers > 0, outliers * log_q[:, -1:], 0.0)  # in the last group
+    p_log_q = p_log_q + torch.where(
+        outliers > 0, outliers * log_q[:, -1:], 0.0
+    )  # in the last group
     kl = (p_log_p - p_log_q) / n - torch.log(n)
-    empty_last = (c[i - 1] == 0) & (outliers > 0)  # P > 0 where Q = 0: infinite divergence
+    empty_last = (c[i - 1] == 0) & (
+        outliers > 0
+    )  # P > 0 where Q = 0: infinite divergence
     return torch.where(empty_last, float("inf"), kl)[:, 0]
