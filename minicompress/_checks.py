@@ -32,6 +32,8 @@ __all__ = [
     "check_tensor",
     "check_axis",
     "check_same_shape",
+    "check_same_size",
+    "check_labels",
     "check_names",
     "check_module_names",
     "first_batch",
@@ -151,6 +153,32 @@ def check_same_shape(a, b, a_name, b_name):
             f"{a_name} and {b_name} must have the same shape:\n"
             f"  {a_name}: {tuple(a.shape)}\n  {b_name}: {tuple(b.shape)}"
         )
+
+
+def check_same_size(a, b, a_name, b_name, dim=0, what="batch size"):
+    """Tensors `a` and `b` have the same size along `dim` (the batch, by default), whatever
+    their other dimensions; the message prints both shapes."""
+    if a.shape[dim] != b.shape[dim]:
+        raise ValueError(
+            f"{a_name} and {b_name} must have the same {what} (dimension {dim}):\n"
+            f"  {a_name}: {tuple(a.shape)}\n  {b_name}: {tuple(b.shape)}"
+        )
+
+
+def check_labels(value, name, batch, classes, what="class indices"):
+    """`value` is an integer tensor of `batch` indices (class labels, by default), each in
+    [0, classes)."""
+    check_tensor(value, name, dims=1)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer {what}, got dtype {value.dtype}")
+    if value.shape[0] != batch:
+        raise ValueError(f"{name} must hold {batch} {what} (one per sample), got {value.shape[0]}")
+    if value.numel() and not (0 <= int(value.min()) and int(value.max()) < classes):
+        raise ValueError(
+            f"{name} must be {what} in [0, {classes - 1}], got values from "
+            f"{int(value.min())} to {int(value.max())}"
+        )
+    return value
 
 
 def check_names(value, name):
