@@ -100,6 +100,8 @@ def test_a_packed_weight_unpacks_to_exactly_what_the_layer_computes_with(
         30 * bits / 8
     )
     assert torch.equal(FakeQuantWeight.unpack(packed), quantizer(weight))
+    one_number = axis is None or symmetric  # symmetric zero points are all 0
+    assert isinstance(packed["zero_point"], int) == one_number
 
 
 def test_activation_quantizer_observes_then_fake_quantizes_with_frozen_qparams():

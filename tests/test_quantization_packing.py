@@ -80,16 +80,16 @@ def two_layers():
 def test_packed_file_size_is_the_bit_arithmetic_plus_framing(bits, per_channel):
     quantized = quantize_weights(two_layers(), bits=bits, per_channel=per_channel)
     layers = (quantized[0], quantized[2])
-    # b/8 bytes per weight, a float32 scale and an int32 zero point per channel (per-tensor
-    # ones are pickled as two plain numbers), float32 biases
+    # b/8 bytes per weight, a float32 scale per channel (per-tensor: a plain number; the
+    # zero points of a symmetric grid are all 0, stored as one number), float32 biases
     arithmetic = sum(
         math.ceil(layer.weight.numel() * bits / 8)
-        + (8 * layer.out_features if per_channel else 0)
+        + (4 * layer.out_features if per_channel else 0)
         + 4 * layer.bias.numel()
         for layer in layers
     )
     size = measure.size_bytes(quantized, "packed")
-    tensors = 8 if per_channel else 4  # codes (+ scale + zero point) and bias per layer
+    tensors = 6 if per_channel else 4  # codes (+ scales) and bias per layer
     # torch.save's framing: about 1.3 kB per file (zip directory, version records) and a few
     # hundred bytes per tensor record and pickled key
     assert arithmetic < size <= arithmetic + 1500 + 400 * tensors

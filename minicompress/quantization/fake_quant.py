@@ -81,16 +81,21 @@ class FakeQuantWeight(nn.Module):
         return fake_quantize_ste(weight, s, z, self.qmin, self.qmax)
 
     def pack(self, weight):
-        """The packing protocol (see `packing`): b-bit codes, scale and zero point."""
+        """The packing protocol (see `packing`): a dict with "codes" (the b-bit codes q − q_min,
+        `pack_bits`), "scale" (a float, or float32 (C,)), "zero_point" (an int when one
+        serves all channels, else int32 (C,)), "bits", "qmin", "axis", "shape", "dtype"."""
         scale, zero_point = self.qparams(weight)
         s, z = _along(scale, self.axis, weight), _along(zero_point, self.axis, weight)
         codes = (
             round_to_grid(weight.detach(), s, z, self.qmin, self.qmax).long()
             - self.qmin
         )
-        per_tensor = (
-            self.axis is None
-        )  # plain numbers: no tensor framing for two scalars
+        # Plain numbers where one value serves every channel (per-tensor, or the zero points of
+        # a symmetric grid): a tensor record costs a few hundred bytes of framing on disk.
+        per_tensor = self.axis is None
+        one_zero_point = per_tensor or bool(
+            (zero_point == zero_point.flatten()[0]).all()
+        )
         return {
             "format": "uniform",
             "shape": tuple(weight.shape),
@@ -99,7 +104,9 @@ class FakeQuantWeight(nn.Module):
             "qmin": self.qmin,
             "axis": self.axis,
             "scale": float(scale) if per_tensor else scale,
-            "zero_point": int(zero_point) if per_tensor else zero_point,
+            "zero_point": int(zero_point.flatten()[0])
+            if one_zero_point
+            else zero_point,
             "codes": pack_bits(codes, self.bits),
         }
 
