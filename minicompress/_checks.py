@@ -31,6 +31,7 @@ __all__ = [
     "check_callable",
     "check_module",
     "check_tensor",
+    "check_axis",
     "check_same_shape",
     "check_same_size",
     "check_labels",
@@ -128,6 +129,22 @@ def check_tensor(value, name, dims=None, finite=False):
             "only finite values are allowed"
         )
     return value
+
+
+def check_axis(axis, tensor, name="axis", allow_none=True):
+    """`axis` is a dimension of `tensor` (negative counts from the end), or None when allowed;
+    returns it as a non-negative int (or None)."""
+    if axis is None and allow_none:
+        return None
+    dims = tensor.dim()
+    allowed = f"an int in [{-dims}, {dims - 1}]" + (" or None" if allow_none else "")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be {allowed}, got {axis!r}")
+    if not -dims <= axis < dims:
+        raise ValueError(
+            f"{name} must be {allowed} for a tensor of shape {tuple(tensor.shape)}, got {axis!r}"
+        )
+    return int(axis) % dims
 
 
 def check_same_shape(a, b, a_name, b_name):

@@ -131,6 +131,17 @@ def test_trace_names_where_it_failed():
         _checks.trace(_Branchy(), "quantization")
 
 
+def test_axis_must_be_a_dimension_of_the_tensor():
+    x = torch.zeros(2, 3, 4)
+    assert _checks.check_axis(-1, x) == 2 and _checks.check_axis(None, x) is None
+    with pytest.raises(ValueError, match=r"axis must be an int in \[-3, 2\] or None for a tensor of shape \(2, 3, 4\), got 3"):
+        _checks.check_axis(3, x)
+    with pytest.raises(TypeError, match=r"axis must be an int in \[-3, 2\], got None"):
+        _checks.check_axis(None, x, allow_none=False)
+    with pytest.raises(TypeError, match="axis must be"):
+        _checks.check_axis(1.0, x)
+
+
 def test_same_size_compares_one_dimension_and_prints_both_shapes():
     _checks.check_same_size(torch.zeros(4, 3, 8, 8), torch.zeros(4, 16, 2, 2), "s", "t")
     with pytest.raises(ValueError, match=r"s and t must have the same batch size(.|\n)*\(4, 3\)"):
