@@ -331,6 +331,15 @@ def _assert_fit_fails_cleanly(
     assert _unchanged(teacher, snapshots[0]) and _unchanged(student, snapshots[1])
 
 
+def test_a_student_with_a_frozen_batchnorm_keeps_it_frozen_after_an_error():
+    student = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+    student[1].eval()  # the caller froze this layer's statistics
+    _assert_fit_fails_cleanly(
+        _mlp(classes=5).eval(), student, Term(kd_loss, 1.0), "num_classes=5"
+    )
+    assert student.training and not student[1].training
+
+
 def test_teacher_and_student_of_different_class_counts_is_an_error():
     teacher = _mlp(classes=5).eval()
     _assert_fit_fails_cleanly(

@@ -24,7 +24,9 @@ def test_both_rows_see_the_same_batches_with_the_same_shifts():
     context = study.StudyContext(
         train_loader, test_loader, torch.zeros(1, 1, 8, 8), 1, 1e-3, torch.device("cpu")
     )
-    next(iter(train_loader))  # the shared loader's generators move on, as the baseline's did
+    next(
+        iter(train_loader)
+    )  # the shared loader's generators move on, as the baseline's did
     batches = []
     for _ in range(2):
         torch.manual_seed(5)  # what the study does before every row

@@ -368,7 +368,12 @@ class Distiller:
         inputs, targets, *extra = batch
         inputs, targets = inputs.to(device), targets.to(device)
         index = extra[0].to(device) if extra else None
-        modes = self.student.training, self.teacher.training
+        # Every submodule's own flag: a caller may keep some (a frozen BatchNorm) in eval.
+        modes = [
+            (m, m.training)
+            for net in (self.student, self.teacher)
+            for m in net.modules()
+        ]
         student_paths, teacher_paths = self._paths
         try:
             self.student.eval(), self.teacher.eval()
@@ -410,8 +415,8 @@ class Distiller:
                         device,
                     )
         finally:
-            self.student.train(modes[0])
-            self.teacher.train(modes[1])
+            for module, training in modes:
+                module.training = training
         return adapters
 
 
