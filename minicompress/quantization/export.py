@@ -68,6 +68,8 @@ def export_onnx(model, path, example_input):
         raise ValueError(f"path {path!r}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise ValueError(f"path {path!r}: directory {directory!r} is not writable")
+    if os.path.isdir(path):
+        raise ValueError(f"path {path!r} is a directory; give a file name such as model.onnx")
     quantized = any(isinstance(m, (ActQuant, DynamicActQuant)) for m in model.modules())
     plan = integer_plan(model) if quantized else None  # raises for a dynamic or uncalibrated model
     if plan is not None:
@@ -80,7 +82,7 @@ def export_onnx(model, path, example_input):
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: {error}") from None
     with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        _write(
             twin,
             (example_input,),
             path,
@@ -96,6 +98,13 @@ def export_onnx(model, path, example_input):
         onnx.checker.check_model(graph_model)
         onnx.save(graph_model, path)
     return path
+
+
+def _write(*args, **kwargs):
+    try:
+        torch.onnx.export(*args, **kwargs)
+    except OSError as error:
+        raise ValueError(f"could not write the ONNX file: {error}") from None
 
 
 class OnnxModel:

@@ -10,7 +10,8 @@ K products of each output,
 
 and M·acc is computed without floats: M0 is stored as the int32 round(M0·2^31), the product
 with acc is a rounding "doubling high multiply" and 2^(−n) a rounding right shift (gemmlowp's
-SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, which TFLite uses). A ReLU after the
+SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, which TFLite uses: ties upwards,
+then ties away from zero, where the float model rounds ties to even). A ReLU after the
 layer is a clamp at Z3 (q ≥ Z3 means r ≥ 0), max pooling and flattening work on the codes
 directly: a monotone rounding commutes with both. Weights here are per output channel, so M, M0
 and n are vectors.
@@ -90,10 +91,11 @@ def quantize_multiplier(M):
 
 
 def rounding_doubling_high_mul(a, b):
-    """Core: round(a · b / 2^31), ties away from zero: gemmlowp's SaturatingRoundingDoublingHighMul.
+    """Core: round(a · b / 2^31), ties upwards: gemmlowp's SaturatingRoundingDoublingHighMul.
 
-    `a` int32 values, `b` the int32 multiplier M0_int; int64 tensors out. (The one overflowing
-    case, a = b = −2^31, cannot occur: M0_int > 0.)
+    The nudge ±2^30 before a division that truncates toward zero rounds 2.5 to 3 and −2.5 to
+    −2. `a` int32 values, `b` the int32 multiplier M0_int; int64 tensors out. (The one
+    overflowing case, a = b = −2^31, cannot occur: M0_int > 0.)
     """
     ab = a.long() * b.long()  # exact in int64: |ab| < 2^62
     nudge = torch.where(ab >= 0, 1 << 30, 1 - (1 << 30))
