@@ -98,3 +98,13 @@ def test_conv1d_is_refused():
     fq = quantize_ptq(net, [torch.rand(4, 2, 8)])
     with pytest.raises(ValueError, match="runs Linear and Conv2d"):
         to_backend(fq)
+
+
+def test_study_row_runs_the_int8_backend_model():
+    from minicompress import study
+
+    rows = study.run_study(["int8_backend"], dataset="digits", model="lenet300", epochs=2, progress=False)
+    base, int8 = rows
+    assert int8["name"] == "int8_backend" and int8["params"] == base["params"]
+    assert abs(int8["accuracy"] - base["accuracy"]) <= 0.02
+    assert base["size_bytes"] / int8["size_bytes"] >= 3.5

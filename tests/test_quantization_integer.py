@@ -259,3 +259,19 @@ def test_caller_model_is_not_changed():
     to_integer(copy.deepcopy(fq))
     to_integer(fq)
     assert_unchanged(fq, before)
+
+
+@pytest.mark.parametrize("module_name", ["integer", "backend", "export"])
+def test_module_names_are_exported_listed_and_examples_run(module_name):
+    import doctest
+    import importlib
+    import re
+
+    from minicompress import quantization
+
+    module = importlib.import_module(f"minicompress.quantization.{module_name}")
+    listed = set(re.findall(r"\b\w+\b", quantization.__doc__.split(f"    {module_name} ", 1)[1]))
+    for name in module.__all__:
+        assert name in listed and getattr(quantization, name) is getattr(module, name), name
+    failed, attempted = doctest.testmod(module, extraglobs={"torch": torch})
+    assert failed == 0 and (attempted > 0 or module_name == "export")

@@ -62,16 +62,18 @@ class Int8Quantize(nn.Module):
 class Int8Linear(nn.Module):
     """torch's int8 Linear kernel (quantized::linear[_relu]) with our qparams.
 
-    Buffers: `weight` int8 codes (C, K), `weight_scale` float32 (C,) (zero points 0), `bias`
-    float32 (C,). Extra state (plain numbers): the output's scale and zero point (None: float
+    State: `weight` int8 codes (C, K) and `bias` float32 (C,) (frozen parameters), the buffer
+    `weight_scale` float32 (C,) (zero points 0). Extra state (plain numbers): the output's scale and zero point (None: float
     output), `relu`. The kernel's prepacked weight is rebuilt from the buffers on load.
     """
 
     def __init__(self, weight, weight_scale, bias, out_qparams=None, relu=False, in_qparams=None):
         super().__init__()
-        self.register_buffer("weight", weight.to(torch.int8))
+        # Parameters (frozen), so that `measure.count_params` counts the int8 weights as weights.
+        self.weight = nn.Parameter(weight.to(torch.int8), requires_grad=False)
+        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().float()
+        self.bias = nn.Parameter(b.clone(), requires_grad=False)
         self.register_buffer("weight_scale", weight_scale.float())
-        self.register_buffer("bias", torch.zeros(weight.shape[0]) if bias is None else bias.detach().float())
         self.out_scale, self.out_zero_point = out_qparams if out_qparams else (None, None)
         self.in_scale, self.in_zero_point = in_qparams if in_qparams else (None, None)
         self.relu = relu
@@ -80,10 +82,10 @@ class Int8Linear(nn.Module):
     def _quantized_weight(self):
         zeros = torch.zeros(self.weight.shape[0], dtype=torch.long)
         with _quiet():
-            return torch._make_per_channel_quantized_tensor(self.weight, self.weight_scale.double(), zeros, 0)
+            return torch._make_per_channel_quantized_tensor(self.weight.detach(), self.weight_scale.double(), zeros, 0)
 
     def _pack(self):
-        self._packed = torch.ops.quantized.linear_prepack(self._quantized_weight(), self.bias)
+        self._packed = torch.ops.quantized.linear_prepack(self._quantized_weight(), self.bias.detach())
 
     def forward(self, x):
         if self.out_scale is None:  # float output: int8 GEMM, int32 sums scaled to float
@@ -122,7 +124,7 @@ class Int8Conv2d(Int8Linear):
 
     def _pack(self):
         self._packed = torch.ops.quantized.conv2d_prepack(
-            self._quantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
+            self._quantized_weight(), self.bias.detach(), self.stride, self.padding, self.dilation, self.groups
         )
 
     def forward(self, x):
@@ -167,7 +169,8 @@ def to_backend(model):
 
     Example:
         >>> from minicompress.quantization import quantize_ptq
-        >>> torch.manual_seed(0); net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
         >>> data = [torch.randn(16, 8) for _ in range(2)]
         >>> fq = quantize_ptq(net, data); int8 = to_backend(fq)
         >>> bool(torch.allclose(int8(data[0]), fq(data[0]), atol=0.05))

@@ -408,12 +408,12 @@ def to_integer(model):
 
     Example:
         >>> from minicompress.quantization import quantize_ptq
-        >>> torch.manual_seed(0); net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
-        >>> data = [torch.randn(16, 8) for _ in range(2)]
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        >>> data = [torch.randn(32, 8) for _ in range(2)]
         >>> fq = quantize_ptq(net, data); integer = to_integer(fq)
-        >>> step = fq.get_submodule("input_1_quant").scale   # the input grid's step
-        >>> bool(((integer(data[0]) - fq(data[0])).abs() <= 0.5 * step * 2).all())
-        True
+        >>> integer(data[0]).sub(fq(data[0])).abs().max() < 0.01   # logits up to about 0.7
+        tensor(True)
     """
     plan = integer_plan(model)
     modules = dict(model.named_modules())
