@@ -328,6 +328,7 @@ def integer_plan(model):
             weight bits)}}
         "absorbed": names of ActQuant nodes whose input already lies on their grid (a layer
             requantized onto it), so they do nothing in an integer model.
+        "acts": {ActQuant node name: the ActQuant module}, every activation quantizer.
 
     Raises:
         TypeError: not a GraphModule (a model from `quantize_ptq`).
