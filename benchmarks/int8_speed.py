@@ -25,14 +25,22 @@ on the MLP; our serialized int8 model (`measure.size_bytes`, a real torch.save f
 `state_dict` saved with torch.save, and the ONNX files' lengths.
 
 Prints the CPU's int8 features (/proc/cpuinfo), the quantized engine, then a table per model.
+
+A second clock, for shared machines: `measure.compare_latency` reports wall time, and when other
+processes keep every core busy the scheduler preempts a long forward pass (fp32) more often than
+a short one (int8), which biases wall-time ratios. The "CPU time" column is the process's CPU
+seconds per call (time.process_time, one thread), timed interleaved and best of `--rounds` the
+same way; waiting in the run queue does not count there. The targets are checked on both clocks.
 """
 
 import argparse
 import copy
 import io
+import math
 import os
 import sys
 import tempfile
+import time
 import warnings
 
 import torch
@@ -76,9 +84,11 @@ def main(argv=None):
             ms = measure.compare_latency(
                 paths, x, rounds=args.rounds, threads=1, min_run_time=args.min_run_time
             )
+            cpu = cpu_time_ms(paths, x, args.rounds, args.min_run_time)
             accuracy = {p: evaluate(model, test_loader) for p, model in paths.items()}
-            print(table(name, ms, sizes, accuracy))
-            failures += check(name, ms, sizes)
+            print(table(name, ms, cpu, sizes, accuracy))
+            failures += check(name, ms, sizes, "wall time")
+            failures += check(name, cpu, sizes, "CPU time")
     print()
     for line in failures or ["all targets met"]:
         print(line)
@@ -198,6 +208,23 @@ def torchao_dynamic(net):
     return model
 
 
+def cpu_time_ms(paths, x, rounds, min_run_time):
+    """Best-of-`rounds` CPU milliseconds per call of each path, the paths timed interleaved."""
+    best = dict.fromkeys(paths, math.inf)
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, model in paths.items():
+                calls, start = 0, time.process_time()
+                while True:
+                    model(x)
+                    calls += 1
+                    spent = time.process_time() - start
+                    if spent >= min_run_time:
+                        break
+                best[name] = min(best[name], 1e3 * spent / calls)
+    return best
+
+
 def state_dict_bytes(model):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
@@ -213,38 +240,40 @@ def evaluate(model, loader):
     return correct / total
 
 
-def table(name, ms, sizes, accuracy):
-    base_ms, base_size = ms["torch fp32"], sizes["torch fp32"]
+def table(name, ms, cpu, sizes, accuracy):
+    base_ms, base_cpu, base_size = ms["torch fp32"], cpu["torch fp32"], sizes["torch fp32"]
     lines = [
         f"\n{name}, batch {BATCH}, one thread",
-        "| path | latency | vs torch fp32 | size | smaller than fp32 | test accuracy |",
-        "|---|---|---|---|---|---|",
+        "| path | latency (wall) | vs torch fp32 | CPU time per call | vs torch fp32 | size | smaller than fp32 | test accuracy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for path in ms:
         lines.append(
-            f"| {path} | {ms[path]:.3f} ms | x {base_ms / ms[path]:.2f} | {sizes[path] / 1024:.1f} KiB "
-            f"| x {base_size / sizes[path]:.2f} | {100 * accuracy[path]:.1f} % |"
+            f"| {path} | {ms[path]:.3f} ms | x {base_ms / ms[path]:.2f} | {cpu[path]:.3f} ms | x {base_cpu / cpu[path]:.2f} "
+            f"| {sizes[path] / 1024:.1f} KiB | x {base_size / sizes[path]:.2f} | {100 * accuracy[path]:.1f} % |"
         )
     return "\n".join(lines)
 
 
-def check(name, ms, sizes):
+def check(name, ms, sizes, clock):
     failures = []
     established = {p: ms[p] for p in ESTABLISHED if p in ms}
     fastest = min(established, key=established.get)
     ours = min(OURS, key=ms.get)
     ratio = ms[ours] / established[fastest]
     print(
-        f"{name}: fastest established int8 path {fastest} {established[fastest]:.3f} ms; ours "
+        f"{name}, {clock}: fastest established int8 path {fastest} {established[fastest]:.3f} ms; ours "
         f"({ours}) {ms[ours]:.3f} ms = {ratio:.2f}x its time (target <= {SPEED_MARGIN:.2f})"
     )
     if ratio > SPEED_MARGIN:
-        failures.append(f"FAILED {name}: ours is {ratio:.2f}x the time of {fastest}")
+        failures.append(f"FAILED {name}, {clock}: ours is {ratio:.2f}x the time of {fastest}")
     speedup = ms["torch fp32"] / ms[ours]
     if name == "mlp":
-        print(f"{name}: ours {speedup:.2f}x faster than torch fp32 (target >= {MLP_SPEEDUP})")
+        print(f"{name}, {clock}: ours {speedup:.2f}x faster than torch fp32 (target >= {MLP_SPEEDUP})")
         if speedup < MLP_SPEEDUP:
-            failures.append(f"FAILED {name}: ours only {speedup:.2f}x torch fp32")
+            failures.append(f"FAILED {name}, {clock}: ours only {speedup:.2f}x torch fp32")
+    if clock != "wall time":
+        return failures
     size_ratio = sizes["torch fp32"] / sizes["ours, torch kernels"]
     print(f"{name}: ours {size_ratio:.2f}x smaller than fp32 on disk (target >= {SIZE_RATIO[name]})")
     if size_ratio < SIZE_RATIO[name]:

@@ -108,3 +108,11 @@ def test_study_row_runs_the_int8_backend_model():
     assert int8["name"] == "int8_backend" and int8["params"] == base["params"]
     assert abs(int8["accuracy"] - base["accuracy"]) <= 0.02
     assert base["size_bytes"] / int8["size_bytes"] >= 3.5
+
+
+def test_measure_stores_the_activation_grids_as_plain_numbers():
+    int8 = to_backend(quantize_ptq(mlp(), images(2)))
+    state = measure.effective_state_dict(int8)
+    grid = state["features.0._extra_state"]
+    assert grid["out_scale"] == int8.get_submodule("features.0").out_scale and isinstance(grid["out_zero_point"], int)
+    assert state["features.0.weight"].dtype == torch.int8 and "flatten_quant._extra_state" in state
