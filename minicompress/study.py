@@ -216,12 +216,29 @@ def _kd_batches(context):
     )
 
 
+# --- int8 on real kernels ---------------------------------------------------------------------
+INT8_CALIBRATION_BATCHES = 8  # training batches the activation observers see
+
+
+def int8_backend(model, context):
+    """Static int8 PTQ (BN folded, per-channel weights, min-max activations) calibrated on 8
+    training batches, then run on torch's int8 CPU kernels with our scales (`to_backend`)."""
+    from .quantization.backend import to_backend
+    from .quantization.ptq import quantize_ptq
+
+    if context.device.type != "cpu":
+        raise NotApplicable("torch's int8 kernels run on the CPU only (use --device cpu)")
+    calibration = [b for _, b in zip(range(INT8_CALIBRATION_BATCHES), context.train_loader)]
+    return to_backend(quantize_ptq(model.cpu().eval(), calibration))
+
+
 METHODS = {
     "baseline": baseline,
     "magnitude_90": magnitude_90,
     "gradual_90": gradual_90,
     "channels_50_macs": channels_50_macs,
     "slim": slim_row,
+    "int8_backend": int8_backend,
     # distillation rows
     "student_alone": student_alone,
     "kd_student": kd_student,
