@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
-
-from minicompress import models
 from torch.utils.data import TensorDataset
 
+from minicompress import models
 from minicompress.distillation import (
     ContrastMemory,
     CRDEmbed,
