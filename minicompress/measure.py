@@ -261,11 +261,12 @@ def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1
     return best
 
 
-def summary(model, example_input, threads=1, accuracy=None):
+def summary(model, example_input, threads=1, accuracy=None, latency=True):
     """The model's measurements in one dict.
 
     Keys: "params", "nonzeros", "sparsity" (fraction of parameter elements that are zero),
-    "macs", "size_bytes", "latency_ms", and "accuracy" when given.
+    "macs", "size_bytes", "latency_ms" (unless `latency=False`, for a caller that times
+    several models together with `compare_latency`), and "accuracy" when given.
     """
     params = count_params(model)
     nonzeros = count_nonzero(model)
@@ -275,8 +276,9 @@ def summary(model, example_input, threads=1, accuracy=None):
         "sparsity": 1 - nonzeros / params if params else 0.0,
         "macs": macs(model, example_input),
         "size_bytes": size_bytes(model),
-        "latency_ms": latency_ms(model, example_input, threads=threads),
     }
+    if latency:
+        row["latency_ms"] = latency_ms(model, example_input, threads=threads)
     if accuracy is not None:
         row["accuracy"] = accuracy
     return row
@@ -290,6 +292,7 @@ _COLUMNS = (
     ("macs", "MACs", lambda v: f"{v:,}", True),
     ("size_bytes", "size", lambda v: _human_bytes(v), True),
     ("latency_ms", "latency", lambda v: f"{v:.3f} ms", True),
+    ("latency_b64_ms", "latency, batch 64", lambda v: f"{v:.3f} ms", True),
 )
 
 

@@ -9,6 +9,12 @@ A method receives a deep copy of the trained baseline and a `StudyContext` (the 
 example input, the epoch budget for fine-tuning, the device) and returns the compressed model,
 which may be the same object changed in place or a new, smaller one. The study then measures
 its accuracy, parameters, nonzeros, MACs, bytes and latency with `minicompress.measure`.
+
+Latency is measured once every method has run, all models together with
+`measure.compare_latency` (one thread, interleaved, best of `latency_rounds`), at two batch
+sizes: one image ("latency_ms"), where a model as small as LeNet-5 spends most of its time
+on call overhead, and `LATENCY_BATCH` images ("latency_b64_ms"), where the arithmetic the
+MACs count dominates.
 """
 
 import copy
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import data, measure, models, train
+from . import _checks, data, measure, models, train
 from .pruning import GradualPruning, make_permanent, prune_unstructured
 from .pruning.slimming import slim
 from .pruning.bn_sparsity import BNSparsity
@@ -159,6 +165,11 @@ METHODS = {
 }
 
 
+# The batch of the second latency column: at 64 images even LeNet-5's forward pass is
+# dominated by its convolutions and matrix products, not by per-call overhead.
+LATENCY_BATCH = 64
+
+
 def run_study(
     methods=("baseline",),
     dataset="mnist5k",
@@ -170,6 +181,7 @@ def run_study(
     device=None,
     threads=1,
     progress=True,
+    latency_rounds=5,
 ):
     """Train `model` on `dataset`, apply each method to a copy, and measure every result.
 
@@ -182,10 +194,13 @@ def run_study(
         device: "cpu", "cuda", "auto" or None (CPU). Latency is always measured on the CPU
             with `threads` threads.
         progress: show progress bars.
+        latency_rounds: rounds of `measure.compare_latency`, an int >= 1.
 
     Returns:
         A list of dicts, one per method in order: "name", "accuracy", the keys of
-        `measure.summary`, "seconds" (time the method took, training included), and
+        `measure.summary` ("latency_ms" is per forward pass of one image),
+        "latency_b64_ms" (per forward pass of `LATENCY_BATCH` images), "seconds" (time
+        the method took, training included), and
         "size_format": "size_bytes" is the smallest file among `measure.SIZE_FORMATS`
         (dense for a dense model, CSR or bitmask for a pruned one) and this names it;
         "size_csr_bytes" is the CSR file's size whichever is smallest. A method
@@ -201,6 +216,7 @@ def run_study(
         methods.insert(0, "baseline")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    latency_rounds = _checks.check_int(latency_rounds, "latency_rounds", low=1)
 
     device = train.resolve_device(device)
     train.seed_everything(seed)
@@ -226,7 +242,7 @@ def run_study(
     )
     trained_seconds = time.perf_counter() - start
 
-    rows, skipped = [], {}
+    rows, skipped, compressed_models = [], {}, {}
     for name in methods:
         train.seed_everything(seed)
         start = time.perf_counter()
@@ -245,9 +261,10 @@ def run_study(
         row = {
             "name": name,
             **measure.summary(
-                compressed, example_input, threads=threads, accuracy=accuracy
+                compressed, example_input, accuracy=accuracy, latency=False
             ),
         }
+        compressed_models[name] = compressed
         # A pruned model is only smaller on disk in a sparse format: report the smallest
         # real file among the formats measure knows, and which format that was.
         sizes = {
@@ -258,6 +275,17 @@ def run_study(
         row["size_csr_bytes"] = sizes["csr"]
         row["seconds"] = seconds
         rows.append(row)
+    # Every model timed in the same calls, interleaved: ratios between rows then hold on a
+    # shared machine, where one-shot timings do not.
+    for key, batch in (("latency_ms", 1), ("latency_b64_ms", LATENCY_BATCH)):
+        timed = measure.compare_latency(
+            compressed_models,
+            torch.randn(batch, *shape),
+            rounds=latency_rounds,
+            threads=threads,
+        )
+        for row in rows:
+            row[key] = timed[row["name"]]
     if skipped:
         for name, reason in skipped.items():
             warnings.warn(f"study method {name!r} skipped: {reason}", stacklevel=2)
