@@ -19,6 +19,7 @@ from minicompress.pruning import (
     prune_unstructured,
     sparsity,
 )
+from minicompress.pruning.unstructured import drop_lowest
 
 
 def lenet():
@@ -252,3 +253,19 @@ def test_a_model_without_prunable_layers_is_an_error():
 def test_amount_zero_masks_nothing():
     net = prune_unstructured(lenet(), 0.0)
     assert sparsity(net) == 0.0
+
+
+def test_drop_lowest_removes_the_k_lowest_alive_scores_of_a_group():
+    # Worked by hand: alive scores 4, 1 (layer a) and 2, 5 (layer b); the dead entry of a
+    # (score 0.5) does not compete. Dropping k = 2 removes the scores 1 and 2.
+    scores = [torch.tensor([4.0, 1.0, 0.5]), torch.tensor([2.0, 5.0])]
+    masks = [torch.tensor([True, True, False]), torch.tensor([True, True])]
+    new = drop_lowest(scores, masks, 2)
+    assert [m.tolist() for m in new] == [[True, False, False], [False, True]]
+    assert [m.tolist() for m in masks] == [
+        [True, True, False],
+        [True, True],
+    ]  # inputs kept
+    assert [m.tolist() for m in drop_lowest(scores, masks, 0)] == [
+        m.tolist() for m in masks
+    ]

@@ -13,6 +13,9 @@ random baseline) and k the number of weights to remove,
 whole rows (output neurons, filters) by their Ln norm and zero the weakest rows; removing
 them physically is the job of `minicompress.pruning.structured`.
 
+Core: drop_lowest(scores, masks, k), the rule above on tensors; the entry points check their
+arguments, compute the scores and commit its masks to the model.
+
 Entry points:
     prune_unstructured(model, amount, method, scope, exclude)   magnitude or random, exact counts
     prune_by_scores(model, scores, amount, scope)               any importance scores, larger = keep
@@ -31,6 +34,7 @@ import torch
 from .masks import _check_fraction, apply_mask, get_mask, prunable_layers
 
 __all__ = [
+    "drop_lowest",
     "prune_unstructured",
     "prune_by_scores",
     "prune_to_sparsity",
@@ -201,30 +205,41 @@ def _scores(layers, method):
         }
 
 
+def drop_lowest(scores, masks, k):
+    """The core of every mask rule here: M ← M ∧ (s > τ), τ the k-th smallest alive score.
+
+    scores, masks: lists of tensors, one pair per layer of the group that competes (one
+    layer for "layer" scope, all of them for "global"); masks are bool, True = alive.
+    Returns the new masks. Only alive weights compete, in the order torch.nn.utils.prune
+    flattens them, so torch.topk breaks ties as torch does; exactly k are removed.
+    """
+    alive = torch.cat([s[m].flatten() for s, m in zip(scores, masks)])  # (n_alive,)
+    drop = torch.zeros(alive.numel(), dtype=torch.bool, device=alive.device)
+    if k > 0:  # the k lowest alive scores: those at or below τ
+        drop[torch.topk(alive, k, largest=False).indices] = True
+    new = []
+    for mask, chunk in zip(masks, drop.split([int(m.sum()) for m in masks])):
+        kept = mask.clone()
+        kept[mask] = ~chunk  # row-major order, as the alive scores were taken
+        new.append(kept)
+    return new
+
+
 def _drop_lowest(layers, scores, scope, count):
     """New masks: in each layer (or over all layers), drop the lowest-scored alive weights.
 
-    count(n_alive, n_total) gives how many to drop. Only alive weights compete, in the
-    order torch.nn.utils.prune flattens them, so torch.topk breaks ties as torch does.
+    count(n_alive, n_total) gives how many to drop (see `drop_lowest`).
     """
     old = {name: get_mask(module) for name, module in layers.items()}
     groups = [[name] for name in layers] if scope == "layer" else [list(layers)]
     new = {}
     for names in groups:
         device = old[names[0]].device
-        alive = torch.cat(
-            [scores[n].detach().to(device)[old[n]].flatten() for n in names]
-        )
+        group_scores = [scores[n].detach().to(device) for n in names]
+        alive = sum(int(old[n].sum()) for n in names)
         total = sum(old[n].numel() for n in names)
-        k = count(alive.numel(), total)
-        drop = torch.zeros(alive.numel(), dtype=torch.bool, device=device)
-        if k > 0:  # topk with k = 0 is fine, but there is nothing to do
-            drop[torch.topk(alive, k, largest=False).indices] = True
-        chunks = drop.split([int(old[n].sum()) for n in names])
-        for n, chunk in zip(names, chunks):
-            mask = old[n].clone()
-            mask[old[n]] = ~chunk  # row-major order, as the alive scores were taken
-            new[n] = mask
+        masks = drop_lowest(group_scores, [old[n] for n in names], count(alive, total))
+        new.update(zip(names, masks))
     return new
 
 
