@@ -9,7 +9,7 @@ Downloaded by torchvision into `root` when `download=True`:
     "mnist", "fashion_mnist" (1, 28, 28) and "cifar10" (3, 32, 32).
 
 Entry points: `load(name)` returns `(train, test)` datasets; `loaders(name)` wraps them in
-seeded DataLoaders.
+seeded DataLoaders, holding out a validation part of the training images on request.
 """
 
 import functools
@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 __all__ = [
     "DATASETS",
@@ -93,8 +93,10 @@ def loaders(
     augment=False,
     test_batch_size=None,
     num_workers=0,
+    validation=0,
 ):
-    """Return `(train_loader, test_loader)` for dataset `name`.
+    """Return `(train_loader, test_loader)` for dataset `name`, or with `validation` > 0
+    `(train_loader, validation_loader, test_loader)`.
 
     The training loader shuffles with a generator seeded by `seed`, so two calls with the
     same seed yield the same batches in the same order. The test loader does not shuffle.
@@ -108,6 +110,9 @@ def loaders(
             augmented.
         test_batch_size: evaluation batch size; defaults to `max(batch_size, 256)`.
         num_workers: DataLoader worker processes (0 = load in the main process).
+        validation: training images to hold out, an int >= 0: a stratified split fixed by
+            `seed`, never trained on and never augmented, for choosing settings (a
+            per-layer amount, a threshold) without looking at the test set.
     """
     for arg, value in (
         ("batch_size", batch_size),
@@ -127,7 +132,16 @@ def loaders(
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
     if not isinstance(augment, bool):
         raise TypeError(f"augment must be a bool, got {augment!r}")
+    if (
+        isinstance(validation, bool)
+        or not isinstance(validation, int)
+        or validation < 0
+    ):
+        raise ValueError(f"validation must be an int >= 0, got {validation!r}")
     train, test = load(name, root=root, download=download)
+    held_out = None
+    if validation:
+        train, held_out = _hold_out(train, validation, seed)
     if augment:
         # 2 pixels on 28x28 and 32x32 images, 1 pixel on the 8x8 digits
         train = RandomShift(
@@ -147,7 +161,33 @@ def loaders(
         shuffle=False,
         num_workers=num_workers,
     )
-    return train_loader, test_loader
+    if held_out is None:
+        return train_loader, test_loader
+    validation_loader = DataLoader(
+        held_out,
+        batch_size=test_batch_size or max(batch_size, 256),
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    return train_loader, validation_loader, test_loader
+
+
+def _hold_out(train, size, seed):
+    """Split `size` examples off `train`, stratified by label: (rest, held out) subsets."""
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(train, TensorDataset):
+        labels = train.tensors[1].numpy()
+    else:  # torchvision datasets keep their labels in `targets`
+        labels = np.asarray(train.targets)
+    if not 0 < size < len(labels):
+        raise ValueError(
+            f"validation must be smaller than the {len(labels):,} training images, got {size}"
+        )
+    rest, held = train_test_split(
+        np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed
+    )
+    return Subset(train, np.sort(rest).tolist()), Subset(train, np.sort(held).tolist())
 
 
 class RandomShift(Dataset):

@@ -75,6 +75,28 @@ def test_loaders_with_the_same_seed_give_the_same_batches():
     assert not torch.equal(first[1], other[1])
 
 
+def test_validation_is_a_stratified_held_out_part_of_the_training_images():
+    train_loader, validation_loader, test_loader = data.loaders(
+        "mnist5k", batch_size=500, seed=3, validation=500
+    )
+    held, held_labels = next(iter(validation_loader))
+    assert len(train_loader.dataset) == 3500 and len(held) == 500
+    assert torch.bincount(held_labels).tolist() == [50] * 10  # stratified
+    assert len(test_loader.dataset) == 1000
+    # Disjoint from what is trained on, and the same split for the same seed.
+    trained = torch.cat([x for x, _ in train_loader])
+    rows = {tuple(x.flatten()[::5].tolist()) for x in trained}
+    assert not rows & {tuple(x.flatten()[::5].tolist()) for x in held}
+    again = next(iter(data.loaders("mnist5k", seed=3, validation=500)[1]))[0]
+    assert torch.equal(again[:5], held[:5])
+
+
+@pytest.mark.parametrize("validation", [-1, 4000, 1.5, True])
+def test_validation_must_be_a_count_smaller_than_the_training_set(validation):
+    with pytest.raises(ValueError, match="validation must be"):
+        data.loaders("mnist5k", validation=validation)
+
+
 def test_random_shift_moves_a_single_pixel_by_at_most_two():
     image = torch.zeros(1, 1, 9, 9)
     image[0, 0, 4, 4] = 1.0
