@@ -167,25 +167,9 @@ def prune_synflow(model, amount, example_input, iterations=100, exclude=()):
     _check_positive_int(iterations, "iterations")
     names = list(prunable_layers(model, exclude))
     # The rounds mask a linearised copy; the model changes only when all are done.
-    linear, variables = _linearised_copy(model)
-    every = prunable_layers(linear)
-    layers = {name: every[name] for name in names}
-    start = sum(int(get_mask(m).sum()) for m in layers.values())
-    final = start - round(amount * start)
-    for j in range(1, iterations + 1):
-        keep = (
-            final
-            if j == iterations
-            else round(start * (1 - amount) ** (j / iterations))
-        )
-        scores = _synaptic_flow(linear, variables, example_input)
-        masks = _drop_lowest(
-            layers, scores, "global", lambda alive, _: max(0, alive - keep)
-        )
-        for name, module in layers.items():
-            apply_mask(module, masks[name])
+    masks = _synflow_masks(model, names, amount, example_input, iterations)
     for name, module in prunable_layers(model, exclude).items():
-        apply_mask(module, get_mask(layers[name]))
+        apply_mask(module, masks[name])
     return model
 
 
@@ -228,6 +212,34 @@ def _linearised_copy(model):
             if tensor.is_floating_point():
                 tensor.abs_()
     return linear, variables
+
+
+def _synflow_masks(model, names, amount, example_input, iterations):
+    """The core of SynFlow pruning: n rounds of rescoring and dropping, on a linearised copy.
+
+    Returns {layer name: bool mask}; round j keeps (1 − amount)^(j/n) of the weights
+    alive at the start, the last round exactly round(amount · n_alive) fewer.
+    """
+    linear, variables = _linearised_copy(model)
+    every = prunable_layers(linear)
+    layers = {name: every[name] for name in names}
+    start = sum(int(get_mask(m).sum()) for m in layers.values())
+    final = start - round(amount * start)
+    for j in range(1, iterations + 1):
+        keep = (
+            final
+            if j == iterations
+            else round(start * (1 - amount) ** (j / iterations))
+        )
+        scores = _synaptic_flow(
+            linear, variables, example_input
+        )  # |∂R/∂w ⊙ w|, rescored
+        masks = _drop_lowest(
+            layers, scores, "global", lambda alive, _: max(0, alive - keep)
+        )
+        for name, module in layers.items():
+            apply_mask(module, masks[name])
+    return {name: get_mask(module) for name, module in layers.items()}
 
 
 def _synaptic_flow(linear, variables, example_input):

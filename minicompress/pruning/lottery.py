@@ -86,18 +86,34 @@ def find_ticket(
     recorder = _Rewind(rewind_step)
     if rewind_step == 0:
         recorder.state = _weights(model)
+    return _imp_rounds(
+        model, train, sparsity, rounds, recorder, scope, exclude, on_round
+    )
+
+
+def _imp_rounds(model, train, sparsity, rounds, rewind, scope, exclude, on_round):
+    """The core of IMP: R rounds of train → prune to s_r by |θ| → rewind to θ_k.
+
+    `rewind` records θ_k during the first training run (or holds θ_0 already).
+    """
     for r in range(1, rounds + 1):
-        train(model, [recorder] if recorder.state is None else [])
-        if recorder.state is None:
+        train(
+            model, [rewind] if rewind.state is None else []
+        )  # θ_k is recorded in round 1
+        if rewind.state is None:
             raise ValueError(
-                f"rewind_step={rewind_step} but the first training run ended before step "
-                f"{rewind_step} or did not pass the callbacks on to train.fit"
+                f"rewind_step={rewind.step} but the first training run ended before step "
+                f"{rewind.step} or did not pass the callbacks on to train.fit"
             )
-        target = 1 - (1 - sparsity) ** (r / rounds)
-        prune_to_sparsity(model, target, scope=scope, exclude=exclude)
-        _load_weights(model, recorder.state)
+        s_r = 1 - (1 - sparsity) ** (
+            r / rounds
+        )  # the same share of survivors each round
+        prune_to_sparsity(
+            model, s_r, scope=scope, exclude=exclude
+        )  # M: smallest |θ| go
+        _load_weights(model, rewind.state)  # θ ← θ_k, the masks stay
         if on_round is not None:
-            on_round(model, r, target)
+            on_round(model, r, s_r)
     return model
 
 
