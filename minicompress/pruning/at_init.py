@@ -225,15 +225,11 @@ def _synflow_masks(model, names, amount, example_input, iterations):
     layers = {name: every[name] for name in names}
     start = sum(int(get_mask(m).sum()) for m in layers.values())
     final = start - round(amount * start)
-    for j in range(1, iterations + 1):
-        keep = (
-            final
-            if j == iterations
-            else round(start * (1 - amount) ** (j / iterations))
-        )
-        scores = _synaptic_flow(
-            linear, variables, example_input
-        )  # |∂R/∂w ⊙ w|, rescored
+    n = iterations
+    for j in range(1, n + 1):
+        keep = final if j == n else round(start * (1 - amount) ** (j / n))
+        # |∂R/∂w ⊙ w| of the weights still alive, rescored every round
+        scores = _synaptic_flow(linear, variables, example_input)
         masks = _drop_lowest(
             layers, scores, "global", lambda alive, _: max(0, alive - keep)
         )

@@ -97,20 +97,16 @@ def _imp_rounds(model, train, sparsity, rounds, rewind, scope, exclude, on_round
     `rewind` records θ_k during the first training run (or holds θ_0 already).
     """
     for r in range(1, rounds + 1):
-        train(
-            model, [rewind] if rewind.state is None else []
-        )  # θ_k is recorded in round 1
+        # θ_k is recorded during the first training run.
+        train(model, [rewind] if rewind.state is None else [])
         if rewind.state is None:
             raise ValueError(
                 f"rewind_step={rewind.step} but the first training run ended before step "
                 f"{rewind.step} or did not pass the callbacks on to train.fit"
             )
-        s_r = 1 - (1 - sparsity) ** (
-            r / rounds
-        )  # the same share of survivors each round
-        prune_to_sparsity(
-            model, s_r, scope=scope, exclude=exclude
-        )  # M: smallest |θ| go
+        # The same share of the survivors goes each round; the smallest |θ| go.
+        s_r = 1 - (1 - sparsity) ** (r / rounds)
+        prune_to_sparsity(model, s_r, scope=scope, exclude=exclude)
         _load_weights(model, rewind.state)  # θ ← θ_k, the masks stay
         if on_round is not None:
             on_round(model, r, s_r)
