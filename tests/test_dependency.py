@@ -229,9 +229,9 @@ def test_a_layer_called_twice_is_an_error():
 
 
 def test_bad_arguments_are_type_errors():
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         build_dependency_graph("resnet", X28)
-    with pytest.raises(TypeError, match="example_input must be a tensor"):
+    with pytest.raises(TypeError, match="example_input must be a torch.Tensor"):
         build_dependency_graph(models.build("lenet5"), [1, 2])
     with pytest.raises(ValueError, match="did not run on example_input of shape"):
         build_dependency_graph(models.build("lenet5"), torch.zeros(1, 3, 28, 28))

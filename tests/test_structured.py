@@ -334,7 +334,7 @@ def test_torchvision_models_prune_and_run(builder):
         (
             dict(criterion="l3"),
             ValueError,
-            r"criterion must be one of l1, l2, .*got 'l3'",
+            r"criterion must be one of 'l1', 'l2', .*got 'l3'",
         ),
         (
             dict(scope="model"),

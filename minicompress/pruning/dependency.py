@@ -34,9 +34,17 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from .. import _checks
 from .graph_ops import node_role, propagate_shapes, trace
 
-__all__ = ["build_dependency_graph", "DependencyGraph", "ChannelGroup", "Layer"]
+__all__ = [
+    "build_dependency_graph",
+    "DependencyGraph",
+    "ChannelGroup",
+    "Layer",
+    "check_graph",
+    "graph_of_copy",
+]
 
 
 @dataclass
@@ -155,15 +163,41 @@ def build_dependency_graph(model, example_input):
         >>> graph.group_of("layer1.0.conv2").sources      # a residual add ties them
         ['conv1', 'layer1.0.conv2']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(
-            f"example_input must be a tensor, got {type(example_input).__name__}"
-        )
+    _checks.check_module(model)
+    _checks.check_tensor(example_input, "example_input")
     graph_module = trace(model)
     shapes = propagate_shapes(graph_module, example_input)
     return _Builder(graph_module, shapes).build()
+
+
+def graph_of_copy(graph, model, example_input):
+    """The dependency graph of `model`, a copy of the model `graph` describes with fewer
+    channels or units (the same forward code), built from `graph`'s trace without tracing again."""
+    graph_module = fx.GraphModule(model, graph.graph_module.graph, type(model).__name__)
+    shapes = propagate_shapes(graph_module, example_input)
+    return _Builder(graph_module, shapes).build()
+
+
+def check_graph(model, graph):
+    """`graph` is a `DependencyGraph` built from `model` itself (not from a copy of it).
+
+    Raises:
+        TypeError: `model` is not an nn.Module, or `graph` not a DependencyGraph.
+        ValueError: `graph` was built from another model.
+    """
+    _checks.check_module(model)
+    if not isinstance(graph, DependencyGraph):
+        raise TypeError(
+            "graph must be a DependencyGraph from build_dependency_graph(model, example_input), "
+            f"got {type(graph).__name__}"
+        )
+    modules = dict(model.named_modules())
+    for layer in graph.layers.values():
+        if modules.get(layer.name) is not graph.graph_module.get_submodule(layer.name):
+            raise ValueError(
+                f"graph does not describe this model (its layer {layer.name!r} is another "
+                "object); build the graph from the model you prune"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

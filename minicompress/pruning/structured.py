@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from .. import measure
+from .. import _checks, measure
 from .criteria import CRITERIA, channel_scores
 from .dependency import build_dependency_graph
 from .surgery import remove_channels
@@ -161,33 +161,51 @@ def prune_channels_to_macs(
         loss_fn,
         seed,
     )
+
+    def prune(amount):
+        keep = select_channels(graph, scores, amount, scope, min_channels, round_to)
+        return remove_channels(model, graph, keep, compensate=compensate)
+
+    what = f"pruning every group (min_channels={min_channels}, round_to={round_to})"
+    return search_macs(prune, model, example_input, target, 0.99, tolerance, what)[1]
+
+
+def search_macs(prune, model, example_input, target, top, tolerance, what):
+    """Bisect the amount in [0, top] at which `prune(amount)` removes a fraction `target` of
+    `model`'s MACs (`measure.macs` on `example_input`); the removed fraction must grow with the
+    amount. Shared by `prune_channels_to_macs` and `slimming.percent_for_macs`.
+
+    Returns:
+        (amount, pruned model) of the closest result; the search stops once it is within
+        `tolerance` of `target`, or after 30 halvings.
+
+    Raises:
+        ValueError: even `top` removes less than `target - tolerance`; the message names the
+            method by `what`.
+    """
     dense = measure.macs(model, example_input)
 
-    def attempt(amount):
-        keep = select_channels(graph, scores, amount, scope, min_channels, round_to)
-        pruned = remove_channels(model, graph, keep, compensate=compensate)
+    def removed(amount):
+        pruned = prune(amount)
         return pruned, 1 - measure.macs(pruned, example_input) / dense
 
-    low, high = 0.0, 0.99
-    pruned, removed = attempt(high)
-    if removed < target - tolerance:
+    pruned, most = removed(top)
+    if most < target - tolerance:
         raise ValueError(
-            f"target {target} cannot be reached: removing 99 % of every group's channels "
-            f"removes only {removed:.3f} of the MACs (min_channels={min_channels}, "
-            f"round_to={round_to}, fixed layers)"
+            f"{what} removes at most {most:.3f} of the MACs (at {top:.4g}); target {target} "
+            "is out of its reach"
         )
-    best = (abs(removed - target), pruned)
-    for _ in range(30):  # the removed fraction grows with the amount: bisect
+    best = (abs(most - target), top, pruned)
+    low, high = 0.0, top
+    for _ in range(30):
         if best[0] <= tolerance or high - low < 1e-4:
             break
         middle = (low + high) / 2
-        pruned, removed = attempt(middle)
-        best = min(best, (abs(removed - target), pruned), key=lambda pair: pair[0])
-        if removed >= target:
-            high = middle
-        else:
-            low = middle
-    return best[1]
+        pruned, fraction = removed(middle)
+        if abs(fraction - target) < best[0]:
+            best = (abs(fraction - target), middle, pruned)
+        low, high = (low, middle) if fraction >= target else (middle, high)
+    return best[1], best[2]
 
 
 def select_channels(graph, scores, amount, scope="layer", min_channels=1, round_to=1):
@@ -317,10 +335,7 @@ def _prepare(
         raise ValueError(
             f"a dict amount gives each group its own amount: it needs scope='layer', got {scope!r}"
         )
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}"
-        )
+    _checks.check_choice(criterion, "criterion", CRITERIA)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     for name, value in (("min_channels", min_channels), ("round_to", round_to)):
