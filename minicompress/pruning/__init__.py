@@ -71,7 +71,7 @@ from .criteria import (
     taylor_scores,
 )
 from .dependency import ChannelGroup, DependencyGraph, build_dependency_graph
-from .layer_pruning import remove_units, residual_units
+from .unit_removal import remove_units, residual_units
 from .bn_sparsity import BNSparsity
 from .slimming import (
     VARIANTS,

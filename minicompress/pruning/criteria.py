@@ -206,7 +206,9 @@ def channel_scores(model, graph, criterion, batch=None, loss_fn=None, seed=0):
     _checks.check_choice(criterion, "criterion", CRITERIA)
     seed = _checks.check_int(seed, "seed")
     if criterion == "taylor" and batch is None:
-        raise ValueError("criterion 'taylor' needs gradients: pass batch=(inputs, targets)")
+        raise ValueError(
+            "criterion 'taylor' needs gradients: pass batch=(inputs, targets)"
+        )
     if criterion != "taylor" and (batch is not None or loss_fn is not None):
         raise ValueError(
             f"batch and loss_fn are used by criterion 'taylor' only, not {criterion!r}"
@@ -272,14 +274,26 @@ class _Reader:
         return {index: torch.stack(gates) for index, gates in rows.items()}  # (B, C)
 
     def _side_by_side(self, group, names, columns):
-        """(C, sum of K_l): layer l's columns in the rows of the channels it touches, zeros
-        elsewhere (a layer that produces only some of the group's channels, after a cat)."""
+        """(C, sum of m_l * K_l): every row of layer l that belongs to channel c, in row c,
+        zeros where a layer has fewer rows for a channel (after a cat it has none for the
+        channels of the other tensor; a grouped conv has one row per group for each)."""
         parts = []
         for name in names:
-            tensor = columns(self.model.get_submodule(name), name)  # (n_l, K_l) float64
-            rows = torch.zeros(group.size, tensor.shape[1], dtype=torch.float64)
-            rows[self.graph.layers[name].out_channel] = tensor
-            parts.append(rows)
+            tensor = columns(self.model.get_submodule(name), name)  # (rows, K) float64
+            channel = self.graph.layers[name].out_channel  # (rows,)
+            order = torch.argsort(channel, stable=True)
+            ranked = channel[order]
+            slot = torch.empty_like(
+                channel
+            )  # the index of each row among its channel's rows
+            slot[order] = torch.arange(len(channel)) - torch.searchsorted(
+                ranked, ranked
+            )
+            block = torch.zeros(
+                group.size, int(slot.max()) + 1, tensor.shape[1], dtype=torch.float64
+            )
+            block[channel, slot] = tensor
+            parts.append(block.flatten(1))
         return torch.cat(parts, 1)
 
 

@@ -122,7 +122,9 @@ def layer_plan(scales, percent, units):
     plan = SlimPlan("layer", float(percent))
     found = _units(scales, units, "layer")
     plan.unit_scores = {u: float(scales.scores[n].mean()) for u, n in found.items()}
-    plan.units = sorted(plan.unit_scores, key=lambda u: (plan.unit_scores[u], u))[:units]
+    plan.units = sorted(plan.unit_scores, key=lambda u: (plan.unit_scores[u], u))[
+        :units
+    ]
     return plan
 
 
@@ -171,7 +173,9 @@ def _thresholded(variant, scales, ranked, percent, floored=False):
         )
     values = torch.sort(torch.cat([scales.scores[n] for n in ranked])).values
     index = min(math.floor(len(values) * percent), len(values) - 1)
-    threshold = float(values[0] if percent == 0 else values[index])  # 0: keep everything
+    threshold = float(
+        values[0] if percent == 0 else values[index]
+    )  # 0: keep everything
     # Any threshold above the smallest per-layer maximum empties that layer. With k ranked
     # values below it, percents with floor(N * percent) <= k are safe: k / N is the largest.
     lowest_max = min(float(scales.scores[n].max()) for n in ranked)
@@ -180,7 +184,10 @@ def _thresholded(variant, scales, ranked, percent, floored=False):
     if floored:
         return SlimPlan(variant, float(percent), threshold, None, ranked)
     if emptied:
-        name, shown = emptied[0], math.floor(safe * 1e4) / 1e4  # rounded down: still safe
+        name, shown = (
+            emptied[0],
+            math.floor(safe * 1e4) / 1e4,
+        )  # rounded down: still safe
         raise ValueError(
             f"percent {percent} would remove every channel of {name!r} (its largest |gamma| "
             f"{float(scales.scores[name].max()):.4g} is below the threshold {threshold:.4g}); "
@@ -211,5 +218,7 @@ def _units(scales, units, variant):
             "BatchNorm on f's last conv), and the model has none"
         )
     if units > len(scales.units):
-        raise ValueError(f"units={units} but the model has only {len(scales.units)} residual units")
+        raise ValueError(
+            f"units={units} but the model has only {len(scales.units)} residual units"
+        )
     return scales.units

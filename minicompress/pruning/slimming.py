@@ -28,12 +28,19 @@ import torch
 from .. import _checks
 from .criteria import bn_scale_scores
 from .dependency import build_dependency_graph, graph_of_copy
-from .layer_pruning import remove_units, residual_units
+from .unit_removal import remove_units, residual_units
 from .slim_variants import VARIANTS, BNScales, SlimPlan, slim_plan
 from .structured import search_macs
 from .surgery import remove_channels
 
-__all__ = ["VARIANTS", "percent_for_macs", "SlimPlan", "plan_slim", "apply_plan", "slim"]
+__all__ = [
+    "VARIANTS",
+    "percent_for_macs",
+    "SlimPlan",
+    "plan_slim",
+    "apply_plan",
+    "slim",
+]
 
 # The options each variant takes; any other is an error rather than silently unused.
 _OPTIONS = {
@@ -47,7 +54,16 @@ _OPTIONS = {
 _CHANNEL_VARIANTS = ("normal", "shortcut", "slim", "regular")
 
 
-def plan_slim(model, percent, variant, example_input, *, units=None, round_to=None, layer_keep=None):
+def plan_slim(
+    model,
+    percent,
+    variant,
+    example_input,
+    *,
+    units=None,
+    round_to=None,
+    layer_keep=None,
+):
     """Decide what `slim` removes, without changing anything. Arguments as in `slim`.
 
     Example:
@@ -119,14 +135,23 @@ def apply_plan(model, plan, example_input, compensate=True):
         ValueError: the plan's keep masks do not fit the model's channel groups.
     """
     if not isinstance(plan, SlimPlan):
-        raise TypeError(f"plan must be a SlimPlan from plan_slim, got {type(plan).__name__}")
+        raise TypeError(
+            f"plan must be a SlimPlan from plan_slim, got {type(plan).__name__}"
+        )
     compensate = _checks.check_bool(compensate, "compensate")
     graph = build_dependency_graph(model, example_input)
     return _apply(model, graph, plan, example_input, compensate)
 
 
 def percent_for_macs(
-    model, target, variant, example_input, *, round_to=None, layer_keep=None, tolerance=0.01
+    model,
+    target,
+    variant,
+    example_input,
+    *,
+    round_to=None,
+    layer_keep=None,
+    tolerance=0.01,
 ):
     """The percent at which channel variant `variant` removes a fraction `target` of the MACs
     (measured by `measure.macs` on `example_input`), found by bisection; to compare variants
@@ -148,8 +173,12 @@ def percent_for_macs(
         True
     """
     _checks.check_choice(variant, "variant", _CHANNEL_VARIANTS)
-    target = _checks.check_real(target, "target", low=0, high=1, low_open=True, high_open=True)
-    tolerance = _checks.check_real(tolerance, "tolerance", 0, 1, low_open=True, high_open=True)
+    target = _checks.check_real(
+        target, "target", low=0, high=1, low_open=True, high_open=True
+    )
+    tolerance = _checks.check_real(
+        tolerance, "tolerance", 0, 1, low_open=True, high_open=True
+    )
     _, options = _check(0.0, variant, None, round_to, layer_keep)
     graph = build_dependency_graph(model, example_input)
     scales = bn_scales(graph)
@@ -214,7 +243,9 @@ def _check(percent, variant, units, round_to, layer_keep):
     given = {"units": units, "round_to": round_to, "layer_keep": layer_keep}
     for name, value in given.items():
         if value is not None and name not in _OPTIONS[variant]:
-            raise ValueError(f"{name} is not used by variant {variant!r}; leave it None")
+            raise ValueError(
+                f"{name} is not used by variant {variant!r}; leave it None"
+            )
     if "units" in _OPTIONS[variant] and units is None:
         raise ValueError(f"variant {variant!r} needs units, an int >= 1, got None")
     options = {}
@@ -223,7 +254,9 @@ def _check(percent, variant, units, round_to, layer_keep):
     if round_to is not None:
         options["round_to"] = _checks.check_int(round_to, "round_to", low=1)
     if layer_keep is not None:
-        options["layer_keep"] = _checks.check_real(layer_keep, "layer_keep", low=0, high=1)
+        options["layer_keep"] = _checks.check_real(
+            layer_keep, "layer_keep", low=0, high=1
+        )
     return percent, options
 
 
