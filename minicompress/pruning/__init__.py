@@ -19,18 +19,23 @@ Structured pruning (a new, physically smaller model of the same class; the calle
 never modified; any model torch.fx can trace):
 
     dependency     build_dependency_graph -> DependencyGraph of coupled ChannelGroups
-    graph_ops      the operations the graph follows (an unknown one is an error naming it)
+    channel_roles  the table of what each op does to channels (graph_ops is its former name);
+                   flow_rules, shape_rules: how channels flow through each role
+    layer_kinds    the table of layer kinds (conv, grouped, depthwise, linear, BatchNorm,
+                   LayerNorm): how each couples, is cut, and takes part in compensation
     criteria       channel_scores picks one core: l1_scores, l2_scores, bn_scale_scores,
                    taylor_scores, fpgm_scores, random_scores
-    structured     prune_channels, prune_channels_to_macs, select_channels,
-                   recalibrate_batchnorm (BatchNorm statistics after pruning)
+    structured     prune_channels, prune_channels_to_macs
+    channel_selection   select_channels (keep masks from scores)
+    recalibration  recalibrate_batchnorm (EagleEye: BatchNorm statistics after pruning)
     surgery        remove_channels: cut channels out of every coupled tensor
     compensation   channel_constants, fold_offsets: the activation-offset fold (Ye et al. 2018)
     bn_sparsity    BNSparsity: sparsity training on BatchNorm scales (a train.fit callback)
     slimming       slim / plan_slim / apply_plan, percent_for_macs
     slim_variants  one plan function per variant: normal_plan, shortcut_plan, slim_plan,
                    regular_plan, layer_plan, layer_channel_plan
-    layer_pruning  residual_units, remove_units (whole residual blocks)
+    unit_removal   residual_units, remove_units (whole residual blocks; layer_pruning is its
+                   former name)
 """
 
 from .at_init import (
