@@ -94,25 +94,11 @@ def check_amount(graph, amount, scope):
     the values (the layer names then wait for the graph)."""
     _checks.check_choice(scope, "scope", SCOPES)
     if not isinstance(amount, dict):
-        if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
-            raise TypeError(
-                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
-            )
-        if not 0 <= amount < 1:
-            raise ValueError(
-                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
-            )
+        _fraction(amount, amount)
         return None
     for name, value in amount.items():
         _checks.check_names(name, "amount's keys")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
-            )
-        if not 0 <= value < 1:
-            raise ValueError(
-                f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
-            )
+        _fraction(value, amount)
     if scope != "layer":
         raise ValueError(
             f"a dict amount gives each group its own amount: it needs scope='layer', got {scope!r}"
@@ -145,6 +131,17 @@ def _group_amounts(graph, amount):
             )
         amounts[group.index] = value
     return amounts
+
+
+def _fraction(value, amount):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
+        )
+    if not 0 <= value < 1:  # also refuses NaN
+        raise ValueError(
+            f"amount must be a float in [0, 1) or a dict of them, got {amount!r}"
+        )
 
 
 def _check_scores(graph, scores):

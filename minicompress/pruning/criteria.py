@@ -66,13 +66,8 @@ def l2_scores(filters):
     """L2 norm of each channel's filters, s_c = sqrt(sum_k W[c, k]^2).
 
     Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710 (their
-    L1 rule with the Euclidean norm, as `torch.nn.utils.prune.ln_structured(n=2)`).
-
-    Args:
-        filters: (C, K) weights, row c the flattened weights that produce channel c.
-
-    Returns:
-        (C,) scores.
+    L1 rule with the Euclidean norm, as `torch.nn.utils.prune.ln_structured(n=2)`). Shapes as
+    in `l1_scores`: filters (C, K) in, (C,) scores out.
 
     Example:
         >>> l2_scores(torch.tensor([[3.0, -4.0], [0.5, 0.5]]))
@@ -129,13 +124,8 @@ def fpgm_scores(filters):
 
     He et al., "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks
     Acceleration", CVPR 2019, arXiv:1811.00250: the filter minimizing the summed distance is
-    the geometric median, and what it computes the other filters can stand in for.
-
-    Args:
-        filters: (C, K) weights, row c the flattened weights that produce channel c.
-
-    Returns:
-        (C,) scores.
+    the geometric median, and what it computes the other filters can stand in for. Shapes as
+    in `l1_scores`: filters (C, K) in, (C,) scores out.
 
     Example:
         >>> fpgm_scores(torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]))

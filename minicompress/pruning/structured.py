@@ -44,19 +44,10 @@ _NORMALIZED = ("l1", "l2", "taylor", "fpgm")
 
 
 def prune_channels(
-    model,
-    amount,
-    criterion,
-    example_input,
-    *,
-    scope="layer",
-    min_channels=1,
-    round_to=1,
-    batch=None,
-    loss_fn=None,
-    compensate=False,
-    seed=0,
-):
+    model, amount, criterion, example_input, *,
+    scope="layer", min_channels=1, round_to=1, compensate=False,
+    batch=None, loss_fn=None, seed=0,  # for the "taylor" and "random" criteria
+):  # fmt: skip
     """Remove the least important channels of every prunable group; return a new, smaller model.
 
     Args:
@@ -98,37 +89,19 @@ def prune_channels(
         >>> small.layer1[0].conv1.out_channels
         8
     """
-    graph, scores = _prepare(
-        model,
-        amount,
-        criterion,
-        example_input,
-        scope,
-        min_channels,
-        round_to,
-        batch,
-        loss_fn,
-        seed,
+    _check_options(amount, scope, min_channels, round_to)
+    graph, scores = _scores(
+        model, criterion, example_input, amount, scope, batch, loss_fn, seed
     )
     keep = select_channels(graph, scores, amount, scope, min_channels, round_to)
     return remove_channels(model, graph, keep, compensate=compensate)
 
 
 def prune_channels_to_macs(
-    model,
-    target,
-    criterion,
-    example_input,
-    *,
-    scope="layer",
-    min_channels=1,
-    round_to=1,
-    batch=None,
-    loss_fn=None,
-    compensate=False,
-    seed=0,
-    tolerance=0.005,
-):
+    model, target, criterion, example_input, *,
+    scope="layer", min_channels=1, round_to=1, compensate=False,
+    batch=None, loss_fn=None, seed=0, tolerance=0.005,
+):  # fmt: skip
     """`prune_channels` with the amount found by bisection so that a fraction `target` of the
     MACs (measured by `measure.macs` on `example_input`) is removed.
 
@@ -151,17 +124,9 @@ def prune_channels_to_macs(
         tolerance, "tolerance", 0, 1, low_open=True, high_open=True
     )
     compensate = _checks.check_bool(compensate, "compensate")
-    graph, scores = _prepare(
-        model,
-        0.0,
-        criterion,
-        example_input,
-        scope,
-        min_channels,
-        round_to,
-        batch,
-        loss_fn,
-        seed,
+    _check_options(0.0, scope, min_channels, round_to)
+    graph, scores = _scores(
+        model, criterion, example_input, 0.0, scope, batch, loss_fn, seed
     )
 
     def prune(amount):
@@ -210,24 +175,17 @@ def search_macs(prune, model, example_input, target, top, tolerance, what):
     return best[1], best[2]
 
 
-def _prepare(
-    model,
-    amount,
-    criterion,
-    example_input,
-    scope,
-    min_channels,
-    round_to,
-    batch,
-    loss_fn,
-    seed,
-):
-    """Check the arguments, trace the model and score its channels (nothing is changed)."""
-    _checks.check_module(model)
+def _check_options(amount, scope, min_channels, round_to):
+    """The checks that need no model, before the model is traced."""
     check_amount(None, amount, scope)
-    _checks.check_choice(criterion, "criterion", CRITERIA)
     _checks.check_int(min_channels, "min_channels", low=1)
     _checks.check_int(round_to, "round_to", low=1)
+
+
+def _scores(model, criterion, example_input, amount, scope, batch, loss_fn, seed):
+    """Trace the model and score its channels (nothing is changed)."""
+    _checks.check_module(model)
+    _checks.check_choice(criterion, "criterion", CRITERIA)
     _checks.check_tensor(example_input, "example_input", finite=True)
     graph = build_dependency_graph(model, example_input)
     check_amount(
