@@ -336,7 +336,8 @@ def test_resnet_normal_and_slim_prune_and_run():
         (
             (0.5, "thin"),
             {},
-            r"variant must be one of normal, shortcut, slim, regular, layer, layer_channel, got 'thin'",
+            r"variant must be one of 'normal', 'shortcut', 'slim', 'regular', 'layer', "
+            r"'layer_channel'; got 'thin'",
         ),
         ((0.5, "normal"), dict(units=2), r"units is not used by variant 'normal'"),
         ((0.5, "slim"), dict(round_to=8), r"round_to is not used by variant 'slim'"),
@@ -433,3 +434,29 @@ def test_percent_for_macs_matches_a_mac_target_and_knows_its_limit():
         ValueError, match=r"variant 'normal' removes at most 0\.\d+ of the MACs"
     ):
         percent_for_macs(model, 0.9, "normal", x)
+
+
+def test_each_variant_is_a_plan_function_on_bn_scales():
+    # Group 0 has one conv (a); group 1 is a residual group of b and c. Scores written out.
+    from minicompress.pruning.slim_variants import BNScales, VARIANTS
+
+    scales = BNScales(
+        groups={0: ["a"], 1: ["b", "c"]},
+        scores={
+            "a": torch.tensor([0.9, 0.1, 0.5, 0.2]),
+            "b": torch.tensor([0.8, 0.05, 0.3]),
+            "c": torch.tensor([0.02, 0.6, 0.04]),
+        },
+        units={"unit": "c"},
+    )
+    normal = VARIANTS["normal"](scales, 0.5)  # ranks a only: sorted[2] = 0.5
+    assert normal.threshold == 0.5 and normal.keep[0].tolist() == [True, False, True, False]
+    assert 1 not in normal.keep
+    shortcut = VARIANTS["shortcut"](scales, 0.5)  # ranks a and b: 7 values, sorted[3] = 0.3
+    assert shortcut.keep[1].tolist() == [True, False, True]
+    slim = VARIANTS["slim"](scales, 0.5)  # all 10: sorted[5] = 0.3; union of b and c
+    assert slim.keep[1].tolist() == [True, True, True]
+    regular = VARIANTS["regular"](scales, 0.5, round_to=3)  # a keeps 2 -> 3
+    assert regular.keep[0].tolist() == [True, False, True, True]
+    layer = VARIANTS["layer"](scales, 0.0, units=1)
+    assert layer.units == ["unit"] and layer.unit_scores["unit"] == pytest.approx(0.22)

@@ -334,15 +334,15 @@ def test_torchvision_models_prune_and_run(builder):
         (
             dict(criterion="l3"),
             ValueError,
-            r"criterion must be one of l1, l2, .*got 'l3'",
+            r"criterion must be one of 'l1', 'l2', .*got 'l3'",
         ),
         (
             dict(scope="model"),
             ValueError,
-            r"scope must be one of layer, global, got 'model'",
+            r"scope must be one of 'layer', 'global'; got 'model'",
         ),
         (dict(min_channels=0), ValueError, r"min_channels must be an int >= 1, got 0"),
-        (dict(round_to=2.0), ValueError, r"round_to must be an int >= 1, got 2.0"),
+        (dict(round_to=2.0), TypeError, r"round_to must be an int >= 1, got 2.0"),
         (dict(criterion="taylor"), ValueError, r"'taylor' needs gradients: pass batch"),
         (
             dict(batch=(X28, torch.zeros(1).long())),
