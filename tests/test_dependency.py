@@ -237,7 +237,20 @@ def test_bad_arguments_are_type_errors():
 
 
 def test_a_reshape_to_a_fixed_size_fixes_the_channels_it_holds():
-    graph = build_dependency_graph(_Fn(lambda y: y.view(-1, 64)), torch.zeros(1, 1, 4, 4))
+    graph = build_dependency_graph(
+        _Fn(lambda y: y.view(-1, 64)), torch.zeros(1, 1, 4, 4)
+    )
     group = graph.group_of("conv")
     assert not group.prunable
     assert "node 'view' reshapes them to the fixed size (64,)" in group.reason
+
+
+def test_the_printed_graph_lists_as_many_groups_as_its_header_counts():
+    graph = build_dependency_graph(models.build("resnet8"), torch.zeros(1, 1, 28, 28))
+    header, *rows = repr(graph).splitlines()
+    assert header.startswith(f"DependencyGraph: {len(graph.groups)} groups")
+    assert len(rows) == len(graph.groups)
+    assert (
+        rows[-1].strip()
+        == "ChannelGroup(7, 1 channels, sources=[], fixed: it is the model input)"
+    )

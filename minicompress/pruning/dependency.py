@@ -74,7 +74,7 @@ class DependencyGraph:
         lines = [
             f"DependencyGraph: {len(self.groups)} groups ({prunable} prunable), {len(self.layers)} layers"
         ]
-        lines += [f"  {g!r}" for g in self.groups if g.sources]
+        lines += [f"  {g!r}" for g in self.groups]  # every group counted above, inputs too
         return "\n".join(lines)
 
 
