@@ -217,6 +217,3 @@ def channel_scores(model, graph, criterion, batch=None, loss_fn=None, seed=0):
     inputs = getattr(read, reads)(groups)  # {group index: tensor}
     return {g.index: core(inputs[g.index]).float() for g in groups}
 
-
-# Notebook 03 shows this name; the cores above replace it.
-_filter_score = fpgm_scores

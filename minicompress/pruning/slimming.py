@@ -29,7 +29,7 @@ from .. import _checks
 from .criteria import bn_scale_scores
 from .dependency import build_dependency_graph, graph_of_copy
 from .unit_removal import remove_units, residual_units
-from .slim_variants import VARIANTS, BNScales, SlimPlan, slim_plan
+from .slim_variants import VARIANTS, BNScales, SlimPlan
 from .structured import search_macs
 from .surgery import remove_channels
 
@@ -259,6 +259,3 @@ def _check(percent, variant, units, round_to, layer_keep):
         )
     return percent, options
 
-
-# Notebook 04 shows this name; the plan functions of `slim_variants` replace it.
-_channel_plan = slim_plan

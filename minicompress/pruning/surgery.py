@@ -138,6 +138,3 @@ def _cut_stored(model, target, dim, kept):
         new = nn.Parameter(new, requires_grad=old.requires_grad)
     setattr(owner, attribute, new)
 
-
-# Notebook 03 shows this name; each kind's cut is in `layer_kinds` now.
-_cut = KINDS["conv"].cut
