@@ -134,10 +134,10 @@ def test_sparsity_training_pulls_the_scales_down():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(s=-1.0), r"s must be a float >= 0, got -1.0"),
+        (dict(s=-1.0), r"s must be a finite number >= 0, got -1.0"),
         (
             dict(schedule="cosine"),
-            r"schedule must be one of constant, global_decay, local_decay",
+            r"schedule must be one of 'constant', 'global_decay', 'local_decay'",
         ),
         (dict(schedule="global_decay"), r"needs total_steps, an int >= 1, got None"),
         (dict(total_steps=10), r"total_steps is used by the decaying schedules only"),
