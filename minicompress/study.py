@@ -270,6 +270,7 @@ def run_study(
 def build_for(model, dataset):
     """Build reference model `model` shaped for `dataset`'s images and ten classes."""
     _checks.check_choice(model, "model", models.MODELS)
+    _checks.check_choice(dataset, "dataset", data.DATASETS)
     channels, height, _ = data.input_shape(dataset)
     options = {"input_size": height} if model == "lenet300" else {}
     return models.build(model, num_classes=10, in_channels=channels, **options)
@@ -283,9 +284,15 @@ def plot_study(rows, path=None, title=None):
     import matplotlib.pyplot as plt
 
     if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
-        raise TypeError(f"rows must be a list of run_study rows, got {type(rows).__name__}")
+        raise TypeError(
+            f"rows must be a list of run_study rows, got {type(rows).__name__}"
+        )
     for row in rows:
-        missing = [k for k in ("name", "size_bytes", "accuracy") if not isinstance(row, dict) or k not in row]
+        missing = [
+            k
+            for k in ("name", "size_bytes", "accuracy")
+            if not isinstance(row, dict) or k not in row
+        ]
         if missing:
             raise ValueError(f"rows must be run_study rows; a row lacks {missing}")
     _checks.check_path(path, "path")

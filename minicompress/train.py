@@ -235,7 +235,8 @@ def _check_fit(
     for callback in callbacks:
         if not any(callable(getattr(callback, m, None)) for m in _CALLBACK_METHODS):
             raise TypeError(
-                f"callback {callback!r} has none of the methods {', '.join(_CALLBACK_METHODS)}"
+                f"callbacks must hold objects with a method {', '.join(_CALLBACK_METHODS)}; "
+                f"{type(callback).__name__} has none"
             )
     if hasattr(loader, "__len__") and len(loader) == 0 and epochs > 0:
         raise ValueError("train_loader yielded no batches; give it at least one")

@@ -27,7 +27,7 @@ import torch
 
 from .. import _checks
 from .criteria import bn_scale_scores
-from .dependency import build_dependency_graph, graph_of_copy
+from .dependency import build_dependency_graph, graph_of_copy, require_graph
 from .unit_removal import remove_units, residual_units
 from .slim_variants import VARIANTS, BNScales, SlimPlan, slim_plan
 from .structured import search_macs
@@ -40,6 +40,7 @@ __all__ = [
     "plan_slim",
     "apply_plan",
     "slim",
+    "bn_scales",
 ]
 
 # The options each variant takes; any other is an error rather than silently unused.
@@ -200,6 +201,7 @@ def bn_scales(graph):
     Raises:
         ValueError: a BatchNorm scale is NaN or inf.
     """
+    require_graph(graph)
     groups = {}
     for group in graph.groups:
         norms = [graph.layers[s].norm for s in group.sources]

@@ -81,6 +81,7 @@ def prune_unstructured(
     amount = _checks.check_fraction(amount, "amount")
     _checks.check_choice(method, "method", METHODS)
     _checks.check_choice(scope, "scope", SCOPES)
+    _checks.check_int(seed, "seed")
     layers = prunable_layers(model, exclude)
     scores = _scores(layers, method, seed)
     masks = _drop_lowest(
@@ -136,6 +137,7 @@ def prune_to_sparsity(
     """
     sparsity = _checks.check_fraction(sparsity, "sparsity")
     _checks.check_choice(scope, "scope", SCOPES)
+    _checks.check_int(seed, "seed")
     if scores is None:
         _checks.check_choice(method, "method", METHODS)
         layers = prunable_layers(model, exclude)
@@ -197,7 +199,7 @@ def prune_ln_structured(model, amount, n=2, dim=0, exclude=()):
 
 def _scores(layers, method, seed=0):
     if method == "random":
-        generator = torch.Generator().manual_seed(_checks.check_int(seed, "seed"))
+        generator = torch.Generator().manual_seed(seed)
         return {
             name: torch.rand(m.weight.shape, generator=generator).to(m.weight.device)
             for name, m in layers.items()
