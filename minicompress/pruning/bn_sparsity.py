@@ -46,7 +46,11 @@ class BNSparsity:
             for all of them.
 
     Example:
-        >>> train.fit(model, loader, 5, callbacks=[BNSparsity(1e-4)])
+        >>> net = models.build("vgg_small", widths=(4, "M", 8))  # every gamma starts at 1
+        >>> sgd, batches = torch.optim.SGD(net.parameters(), lr=0.1), [(torch.ones(4, 1, 8, 8), torch.zeros(4).long())]
+        >>> _ = train.fit(net, batches, 10, optimizer=sgd, progress=False, callbacks=[BNSparsity(0.5)])
+        >>> float(net.features[0][1].weight.abs().mean()) < 0.6  # 10 steps of lr * s = 0.05
+        True
     """
 
     def __init__(self, s=1e-3, schedule="constant", total_steps=None, layers=None):

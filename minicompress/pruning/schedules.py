@@ -124,10 +124,12 @@ class GradualPruning:
             be names here, and against the model at the first update, before any change.
 
     Example:
-        >>> schedule = GradualPruning(0.9, begin_step=0, n_updates=10, frequency=20)
-        >>> train.fit(model, loader, epochs=3, callbacks=[schedule])  # needs >= 200 steps
-        >>> print(round(sparsity(model), 3))
-        0.9
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> schedule = GradualPruning(0.5, begin_step=0, n_updates=2, frequency=1)
+        >>> batches = [(torch.ones(2, 4), torch.zeros(2).long())] * 3  # steps 0, 1, 2
+        >>> _ = train.fit(net, batches, 1, progress=False, callbacks=[schedule])
+        >>> print(sparsity(net))
+        0.5
     """
 
     def __init__(

@@ -116,7 +116,9 @@ def slim(
             scales. The caller's model is unchanged.
 
     Example:
-        >>> net, x = models.build("darknet_tiny"), torch.zeros(1, 1, 28, 28)
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
         >>> small = slim(net, 0.5, "slim", x)
         >>> measure.macs(small, x) < measure.macs(net, x)
         True
@@ -169,7 +171,9 @@ def percent_for_macs(
             maximum), or a variant without a percent ("layer", "layer_channel").
 
     Example:
-        >>> net, x = models.build("darknet_tiny"), torch.zeros(1, 1, 28, 28)
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
         >>> 0 < percent_for_macs(net, 0.3, "slim", x) < 1
         True
     """
