@@ -48,14 +48,18 @@ def sweep(function, good, rows, models=dict):
         argument, value, error = row[:3]
         text = row[3] if len(row) > 3 else argument
         kwargs = {**good, argument: value}
-        cases.append(Case(function, kwargs, error, text, models, f"{argument}={_short(value)}"))
+        cases.append(
+            Case(function, kwargs, error, text, models, f"{argument}={_short(value)}")
+        )
     return cases
 
 
 def check(case):
     """Run one case: the error type, the argument named in the message, nothing changed."""
     models = case.models()
-    before = {name: _snapshot(m) for name, m in models.items() if isinstance(m, nn.Module)}
+    before = {
+        name: _snapshot(m) for name, m in models.items() if isinstance(m, nn.Module)
+    }
     rng = torch.random.get_rng_state()
     with pytest.raises(case.error) as info:
         case.function(**{**models, **case.kwargs})
@@ -74,7 +78,10 @@ def ids(cases):
 
 def _snapshot(model):
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    grads = {
+        n: None if p.grad is None else p.grad.clone()
+        for n, p in model.named_parameters()
+    }
     modes = {n: m.training for n, m in model.named_modules()}
     return state, grads, modes, repr(model)
 
@@ -88,7 +95,9 @@ def _assert_same(before, after, name):
         assert _same(value, state2[key]), f"{name}.{key} changed"
     assert grads.keys() == grads2.keys()
     for key, value in grads.items():
-        assert (value is None) == (grads2[key] is None), f"{name}.{key}'s gradient changed"
+        assert (value is None) == (grads2[key] is None), (
+            f"{name}.{key}'s gradient changed"
+        )
 
 
 def _same(a, b):

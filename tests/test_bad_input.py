@@ -57,7 +57,10 @@ def nan_weight(build=lenet):
 def graph_of(build):
     def make():
         made = build()
-        return {**made, "graph": dependency.build_dependency_graph(made["model"], _input(made))}
+        return {
+            **made,
+            "graph": dependency.build_dependency_graph(made["model"], _input(made)),
+        }
 
     return make
 
@@ -68,7 +71,10 @@ def _input(made):
 
 def with_graph_of_another(build):
     def make():
-        return {**build(), "graph": dependency.build_dependency_graph(build()["model"], X28)}
+        return {
+            **build(),
+            "graph": dependency.build_dependency_graph(build()["model"], X28),
+        }
 
     return make
 
@@ -108,9 +114,13 @@ CASES += sweep(models.ConvBNAct, dict(in_channels=2, out_channels=4), [("out_cha
 CASES += sweep(models.DarknetUnit, dict(channels=8), [("channels", 1, ValueError), ("channels", "8", TypeError)])  # fmt: skip
 
 # -- train --------------------------------------------------------------------------------------
-CASES += sweep(train.seed_everything, {}, [("seed", "0", TypeError), ("seed", 1.5, TypeError)])
+CASES += sweep(
+    train.seed_everything, {}, [("seed", "0", TypeError), ("seed", 1.5, TypeError)]
+)
 CASES += sweep(train.resolve_device, {}, [("device", "gpu9", ValueError), ("device", 3, TypeError), ("model", "lenet5", TypeError)])  # fmt: skip
-CASES += sweep(train.progress_bar, dict(total=3), [("enabled", "yes", TypeError, "progress")])
+CASES += sweep(
+    train.progress_bar, dict(total=3), [("enabled", "yes", TypeError, "progress")]
+)
 CASES += sweep(
     train.fit,
     dict(train_loader=LOADER, epochs=1, progress=False),
@@ -133,7 +143,9 @@ CASES += sweep(train.evaluate, dict(loader=LOADER), NOT_MODEL + [("loader", 3, T
 # -- measure ------------------------------------------------------------------------------------
 for fn in (measure.effective_state_dict, measure.count_params, measure.count_nonzero):
     CASES += sweep(fn, {}, NOT_MODEL, models=lenet)
-CASES += sweep(measure.macs, dict(example_input=X28), NOT_MODEL + NOT_INPUT, models=lenet)
+CASES += sweep(
+    measure.macs, dict(example_input=X28), NOT_MODEL + NOT_INPUT, models=lenet
+)
 CASES += sweep(measure.size_bytes, {}, NOT_MODEL + [("format", "zip", ValueError), ("format", None, ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(measure.encode_tensor, dict(tensor=torch.zeros(2, 2), format="csr"), [("tensor", [1], TypeError), ("format", "coo", ValueError)])  # fmt: skip
 CASES += sweep(measure.decode_tensor, dict(encoded=torch.zeros(2)), [("encoded", [1], TypeError), ("encoded", {"format": "coo"}, TypeError)])  # fmt: skip
@@ -162,7 +174,9 @@ CASES += sweep(masks.prunable_layers, {}, NOT_MODEL + [("exclude", ["fc9"], Valu
 for fn in (masks.get_mask, masks.is_pruned):
     CASES += sweep(fn, dict(module=nn.Linear(2, 2)), [("module", "fc", TypeError), ("name", 3, TypeError), ("name", "gamma", ValueError)])  # fmt: skip
 CASES += sweep(masks.apply_mask, dict(mask=torch.ones(2, 2, dtype=torch.bool)), [("module", None, TypeError), ("mask", [[1]], TypeError), ("mask", torch.ones(3), ValueError), ("name", "gamma", ValueError)], models=lambda: {"module": nn.Linear(2, 2)})  # fmt: skip
-CASES += sweep(masks.sparsity, {}, NOT_MODEL + [("per_layer", "yes", TypeError)], models=lenet)
+CASES += sweep(
+    masks.sparsity, {}, NOT_MODEL + [("per_layer", "yes", TypeError)], models=lenet
+)
 CASES += sweep(masks.make_permanent, {}, NOT_MODEL, models=lenet)
 CASES += sweep(
     unstructured.prune_unstructured,
@@ -177,7 +191,9 @@ CASES += sweep(unstructured.prune_to_sparsity, dict(sparsity=0.5), NOT_MODEL + f
 CASES += sweep(unstructured.prune_ln_structured, dict(amount=0.5), NOT_MODEL + fractions("amount") + [("n", 0, ValueError), ("n", NAN, ValueError), ("n", "2", TypeError), ("dim", 3, ValueError), ("dim", 0.0, TypeError)], models=lenet)  # fmt: skip
 CASES += sweep(n_m.n_m_mask, dict(weight=torch.ones(2, 4)), [("weight", [1.0], TypeError), ("weight", torch.ones(4), ValueError), ("weight", torch.full((2, 4), NAN), ValueError), ("n", 5, ValueError), ("m", 0, ValueError), ("n", 2.0, TypeError)])  # fmt: skip
 CASES += sweep(n_m.prune_n_m, {}, NOT_MODEL + [("n", 0, ValueError), ("m", "4", TypeError), ("exclude", "fc9", ValueError)], models=lenet)  # fmt: skip
-CASES += sweep(n_m.prune_n_m, {}, [("n", 2, ValueError, "weight of 'conv1'")], models=nan_weight())
+CASES += sweep(
+    n_m.prune_n_m, {}, [("n", 2, ValueError, "weight of 'conv1'")], models=nan_weight()
+)
 CASES += sweep(
     sensitivity.sensitivity_scan,
     dict(evaluate=lambda m: 0.5, amounts=(0.5,), progress=False),
@@ -193,7 +209,9 @@ def gradual_step(model, exclude):
     schedules.GradualPruning(0.5, 0, 2, 1, exclude=exclude).after_step(model, 0)
 
 
-CASES += sweep(gradual_step, dict(exclude=()), [("exclude", ["fc9"], ValueError)], models=lenet)
+CASES += sweep(
+    gradual_step, dict(exclude=()), [("exclude", ["fc9"], ValueError)], models=lenet
+)
 CASES += sweep(lottery.find_ticket, dict(train=lambda m, cb: None, sparsity=0.5), NOT_MODEL + fractions("sparsity") + [("train", None, TypeError), ("rounds", 0, ValueError), ("rewind_step", -1, ValueError), ("scope", "all", ValueError), ("exclude", ["fc9"], ValueError), ("on_round", 3, TypeError)], models=lenet)  # fmt: skip
 CASES += sweep(lottery.find_ticket, dict(train=lambda m, cb: None, sparsity=0.5, rewind_step=5), [("rewind_step", 5, ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(lottery.reinitialize, {}, NOT_MODEL + [("seed", "0", TypeError), ("seed", 1.5, TypeError)], models=lenet)  # fmt: skip
@@ -210,7 +228,9 @@ CASES += sweep(at_init.prune_synflow, dict(amount=0.5, example_input=X28, iterat
 NOT_GRAPH = [("graph", "graph", TypeError), ("graph", None, TypeError)]
 ANOTHER = [("graph", None, ValueError, "graph does not describe this model")]
 CASES += sweep(dependency.build_dependency_graph, dict(example_input=X28), NOT_MODEL + NOT_INPUT, models=lenet)  # fmt: skip
-CASES += sweep(dependency.check_graph, {}, NOT_MODEL + NOT_GRAPH, models=graph_of(lenet))
+CASES += sweep(
+    dependency.check_graph, {}, NOT_MODEL + NOT_GRAPH, models=graph_of(lenet)
+)
 CASES += sweep(dependency.require_graph, {}, NOT_GRAPH)
 CASES += sweep(dependency.check_graph, {}, [("model", models.build("lenet5"), ValueError, "graph")], models=graph_of(lenet))  # fmt: skip
 
@@ -304,12 +324,17 @@ def test_bad_input_is_a_clear_error_that_changes_nothing(case):
 
 def test_every_public_function_has_rows():
     covered = {case.function for case in CASES} | set(CORES)
-    covered |= {schedules.GradualPruning, bn_sparsity.BNSparsity}  # and their steps above
+    covered |= {
+        schedules.GradualPruning,
+        bn_sparsity.BNSparsity,
+    }  # and their steps above
     missing = []
     for module in PUBLIC_MODULES:
         for name in module.__all__:
             value = getattr(module, name)
-            if (inspect.isfunction(value) or inspect.isclass(value)) and value not in covered:
+            if (
+                inspect.isfunction(value) or inspect.isclass(value)
+            ) and value not in covered:
                 missing.append(f"{module.__name__}.{name}")
     assert not missing, f"public names without bad-input rows: {missing}"
     assert len(CASES) >= 400

@@ -34,7 +34,9 @@ MODULES = sorted(
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     tests = doctest.DocTestFinder().find(module, name, extraglobs=NAMES)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner = doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     report = []
     for test in tests:
         runner.run(test, out=report.append)
