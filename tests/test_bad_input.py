@@ -10,15 +10,30 @@ import math
 
 import pytest
 import torch
+from bad_input import check, ids, sweep
 from torch import nn
 
 from minicompress import data, measure, models, study, train
 from minicompress.pruning import (
-    at_init, bn_sparsity, channel_selection, compensation, criteria, dependency, lottery,
-    masks, n_m, recalibration, schedules, sensitivity, slim_variants, slimming, structured,
-    surgery, unit_removal, unstructured,
+    at_init,
+    bn_sparsity,
+    channel_selection,
+    compensation,
+    criteria,
+    dependency,
+    lottery,
+    masks,
+    n_m,
+    recalibration,
+    schedules,
+    sensitivity,
+    slim_variants,
+    slimming,
+    structured,
+    surgery,
+    unit_removal,
+    unstructured,
 )  # fmt: skip
-from bad_input import check, ids, sweep
 
 X28, X8 = torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 8, 8)
 NAN, INF = math.nan, math.inf

@@ -237,7 +237,9 @@ def test_bad_arguments_are_type_errors():
 
 
 def test_a_reshape_to_a_fixed_size_fixes_the_channels_it_holds():
-    graph = build_dependency_graph(_Fn(lambda y: y.view(-1, 64)), torch.zeros(1, 1, 4, 4))
+    graph = build_dependency_graph(
+        _Fn(lambda y: y.view(-1, 64)), torch.zeros(1, 1, 4, 4)
+    )
     group = graph.group_of("conv")
     assert not group.prunable
     assert "node 'view' reshapes them to the fixed size (64,)" in group.reason
