@@ -2,6 +2,7 @@
 
 Modules: `data` (datasets), `models` (reference models), `train` (fit / evaluate),
 `measure` (params, nonzeros, MACs, bytes, latency), `study` (many methods side by side).
+`quantization`: quantizers, observers, float formats, post-training quantization (PTQ).
 """
 
 from . import data, measure, models, train

@@ -31,7 +31,10 @@ __all__ = [
     "check_callable",
     "check_module",
     "check_tensor",
+    "check_axis",
     "check_same_shape",
+    "check_same_size",
+    "check_labels",
     "check_names",
     "check_module_names",
     "first_batch",
@@ -132,6 +135,22 @@ def check_tensor(value, name, dims=None, finite=False):
     return value
 
 
+def check_axis(axis, tensor, name="axis", allow_none=True):
+    """`axis` is a dimension of `tensor` (negative counts from the end), or None when allowed;
+    returns it as a non-negative int (or None)."""
+    if axis is None and allow_none:
+        return None
+    dims = tensor.dim()
+    allowed = f"an int in [{-dims}, {dims - 1}]" + (" or None" if allow_none else "")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be {allowed}, got {axis!r}")
+    if not -dims <= axis < dims:
+        raise ValueError(
+            f"{name} must be {allowed} for a tensor of shape {tuple(tensor.shape)}, got {axis!r}"
+        )
+    return int(axis) % dims
+
+
 def check_same_shape(a, b, a_name, b_name):
     """Tensors `a` and `b` have the same shape; the message prints both."""
     if a.shape != b.shape:
@@ -139,6 +158,32 @@ def check_same_shape(a, b, a_name, b_name):
             f"{a_name} and {b_name} must have the same shape:\n"
             f"  {a_name}: {tuple(a.shape)}\n  {b_name}: {tuple(b.shape)}"
         )
+
+
+def check_same_size(a, b, a_name, b_name, dim=0, what="batch size"):
+    """Tensors `a` and `b` have the same size along `dim` (the batch, by default), whatever
+    their other dimensions; the message prints both shapes."""
+    if a.shape[dim] != b.shape[dim]:
+        raise ValueError(
+            f"{a_name} and {b_name} must have the same {what} (dimension {dim}):\n"
+            f"  {a_name}: {tuple(a.shape)}\n  {b_name}: {tuple(b.shape)}"
+        )
+
+
+def check_labels(value, name, batch, classes, what="class indices"):
+    """`value` is an integer tensor of `batch` indices (class labels, by default), each in
+    [0, classes)."""
+    check_tensor(value, name, dims=1)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer {what}, got dtype {value.dtype}")
+    if value.shape[0] != batch:
+        raise ValueError(f"{name} must hold {batch} {what} (one per sample), got {value.shape[0]}")
+    if value.numel() and not (0 <= int(value.min()) and int(value.max()) < classes):
+        raise ValueError(
+            f"{name} must be {what} in [0, {classes - 1}], got values from "
+            f"{int(value.min())} to {int(value.max())}"
+        )
+    return value
 
 
 def check_names(value, name):

@@ -3,7 +3,8 @@
     count_params(model)                 every parameter element, pruned or not
     count_nonzero(model)                nonzero elements of the weights the model computes with
     macs(model, example_input)          multiply-accumulates of one forward pass (torch.utils.flop_counter)
-    size_bytes(model, format="dense")   length of the real serialized file ("dense", "csr", "bitmask")
+    size_bytes(model, format="dense")   length of the real serialized file ("dense", "csr", "bitmask",
+                                        "packed": quantized weights as what they pack to)
     encode_tensor / decode_tensor       one tensor in a sparse storage format and back
     latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
     compare_latency(models, x)          best-of-N latency of several models timed interleaved
@@ -39,12 +40,13 @@ __all__ = [
     "summary",
     "format_table",
     "SIZE_FORMATS",
+    "packed_tensors",
     "encode_tensor",
     "decode_tensor",
 ]
 
 # How `size_bytes` stores each tensor of two or more dimensions (see `encode_tensor`).
-SIZE_FORMATS = ("dense", "csr", "bitmask")
+SIZE_FORMATS = ("dense", "csr", "bitmask", "packed")
 
 
 def effective_state_dict(model):
@@ -114,19 +116,50 @@ def size_bytes(model, format="dense"):
             "bitmask": one bit per element saying zero or not (packed 8 to a byte) + the
             nonzero values, ceil(numel / 8) + 4·nnz bytes: smaller than dense below
             31/32 density and smaller than CSR above about 1/32.
+            "packed": every parametrized tensor whose last parametrization can pack itself
+            (has `pack`, see `minicompress.quantization.packing`) is stored as what it packs
+            to, e.g. b-bit integer codes bit-packed + scale + zero point for a fake-quantized
+            weight, ceil(numel·b / 8) bytes + the qparams; every other tensor dense.
             Each format adds `torch.save`'s own framing, a few hundred bytes per tensor.
     """
     _checks.check_module(model)
     _checks.check_choice(format, "format", SIZE_FORMATS)
+    state = effective_state_dict(model)
+    if format == "packed":
+        state.update(packed_tensors(model))
+        format = "dense"  # what does not pack is stored dense
     buffer = io.BytesIO()
     torch.save(
         {
-            k: encode_tensor(v.cpu().contiguous(), format)
-            for k, v in effective_state_dict(model).items()
+            k: v if isinstance(v, dict) else encode_tensor(v.cpu().contiguous(), format)
+            for k, v in state.items()
         },
         buffer,
     )
     return buffer.getbuffer().nbytes
+
+
+def packed_tensors(model):
+    """{name: packed dict} of the parametrized tensors whose last parametrization has `pack`.
+
+    The packer receives what the parametrizations before it return (the stored weight under a
+    pruning mask, say), as in the forward pass; names are those of `effective_state_dict`.
+    """
+    packed = {}
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        for name, chain in module.parametrizations.items():
+            packer = getattr(chain[-1], "pack", None)
+            if not callable(packer):
+                continue
+            with torch.no_grad():
+                value = chain.original
+                for parametrization in list(chain)[:-1]:
+                    value = parametrization(value)
+                packed[prefix + name] = packer(value)
+    return packed
 
 
 def encode_tensor(tensor, format):

@@ -141,3 +141,37 @@ def test_int_sequences_devices_and_paths():
 def test_forward_names_the_shape_that_does_not_fit():
     with pytest.raises(ValueError, match=r"inputs of shape \(2, 3\) does not fit Linear"):
         _checks.forward(nn.Linear(4, 2), torch.zeros(2, 3))
+
+
+def test_axis_must_be_a_dimension_of_the_tensor():
+    x = torch.zeros(2, 3, 4)
+    assert _checks.check_axis(-1, x) == 2 and _checks.check_axis(None, x) is None
+    with pytest.raises(ValueError, match=r"axis must be an int in \[-3, 2\] or None for a tensor of shape \(2, 3, 4\), got 3"):
+        _checks.check_axis(3, x)
+    with pytest.raises(TypeError, match=r"axis must be an int in \[-3, 2\], got None"):
+        _checks.check_axis(None, x, allow_none=False)
+    with pytest.raises(TypeError, match="axis must be"):
+        _checks.check_axis(1.0, x)
+
+
+def test_same_size_compares_one_dimension_and_prints_both_shapes():
+    _checks.check_same_size(torch.zeros(4, 3, 8, 8), torch.zeros(4, 16, 2, 2), "s", "t")
+    with pytest.raises(ValueError, match=r"s and t must have the same batch size(.|\n)*\(4, 3\)"):
+        _checks.check_same_size(torch.zeros(4, 3), torch.zeros(5, 3), "s", "t")
+    with pytest.raises(ValueError, match="same channels"):
+        _checks.check_same_size(torch.zeros(2, 3), torch.zeros(2, 4), "s", "t", 1, "channels")
+
+
+def test_labels_are_integer_indices_below_the_class_count():
+    labels = torch.tensor([0, 2, 1])
+    assert _checks.check_labels(labels, "targets", 3, 3) is labels
+    with pytest.raises(TypeError, match="targets must hold integer class indices"):
+        _checks.check_labels(labels.float(), "targets", 3, 3)
+    with pytest.raises(ValueError, match=r"targets must hold 4 class indices \(one per sample\)"):
+        _checks.check_labels(labels, "targets", 4, 3)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 1\], got values from 0 to 2"):
+        _checks.check_labels(labels, "targets", 3, 2)
+    with pytest.raises(ValueError, match="targets must have 1 dimensions"):
+        _checks.check_labels(labels[None], "targets", 1, 3)
+    with pytest.raises(ValueError, match=r"index must be dataset positions in \[0, 1\]"):
+        _checks.check_labels(labels, "index", 3, 2, what="dataset positions")

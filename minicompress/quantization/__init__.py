@@ -1,0 +1,69 @@
+"""Quantization: uniform quantizers, calibration observers, float formats, and post-training
+quantization of whole models (fake-quantized copies that show the accuracy of the integer model).
+
+Vocabulary: `bits`, `symmetric` (z = 0), `signed` (grid [−2^(b−1), 2^(b−1) − 1] or
+[0, 2^b − 1]), `restricted` (signed grid without −2^(b−1)), `axis` (per-channel dimension,
+None = per-tensor), `scale`, `zero_point` (torch's meanings). Weights are
+`torch.nn.utils.parametrize` parametrizations (they compose with pruning masks, `state_dict`
+and optimizers work); activations are modules inserted with torch.fx.
+
+    quantizers      qrange, qparams, quantize, dequantize, fake_quantize (straight-through
+                    gradient); cores affine_qparams, symmetric_qparams, round_to_grid,
+                    from_grid, fake_quantize_ste; EPS
+    observers       Observer, MinMaxObserver, MovingAverageMinMaxObserver, PercentileObserver,
+                    MSEObserver, EntropyObserver; OBSERVERS (name -> class)
+    range_search    Histogram, percentile_range, mse_range, entropy_range, kl_divergences
+                    (the cores of the histogram observers)
+    fake_quant      FakeQuantWeight (weight parametrization, packs itself), ActQuant
+                    (observer, then frozen qparams), DynamicActQuant, range_qparams
+    folding         fold_batchnorm (Conv + BatchNorm -> Conv), fold_bn_weights, FOLDABLE
+    ptq             quantize_weights (weight-only), quantize_dynamic, quantize_ptq (static,
+                    calibrated), quantizable_layers, QUANTIZED_TYPES
+    calibration     insert_before_layers (torch.fx), calibrate, activation_quantizers,
+                    check_loader
+    packing         pack_bits, unpack_bits, packed_nbytes; the `pack`/`unpack` protocol that
+                    `measure.size_bytes(model, format="packed")` stores
+    float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
+"""
+
+from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
+from .fake_quant import ActQuant, DynamicActQuant, FakeQuantWeight, range_qparams
+from .float_formats import FLOAT_FORMATS, CastWeight, round_trip, round_trip_error
+from .folding import FOLDABLE, fold_batchnorm, fold_bn_weights
+from .observers import (
+    OBSERVERS,
+    EntropyObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
+)
+from .packing import pack_bits, packed_nbytes, unpack_bits
+from .ptq import (
+    QUANTIZED_TYPES,
+    quantizable_layers,
+    quantize_dynamic,
+    quantize_ptq,
+    quantize_weights,
+)
+from .quantizers import (
+    EPS,
+    affine_qparams,
+    dequantize,
+    fake_quantize,
+    fake_quantize_ste,
+    from_grid,
+    qparams,
+    qrange,
+    quantize,
+    round_to_grid,
+    symmetric_qparams,
+)
+from .range_search import (
+    Histogram,
+    entropy_range,
+    kl_divergences,
+    mse_range,
+    percentile_range,
+)
