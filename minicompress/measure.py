@@ -145,6 +145,7 @@ def packed_tensors(model):
     The packer receives what the parametrizations before it return (the stored weight under a
     pruning mask, say), as in the forward pass; names are those of `effective_state_dict`.
     """
+    _checks.check_module(model)
     packed = {}
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
