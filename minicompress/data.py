@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from . import _checks
+
 __all__ = [
     "DATASETS",
     "OFFLINE_DATASETS",
@@ -75,8 +77,8 @@ def load(name="mnist5k", root=None, download=False):
         RuntimeError: the download was asked for but failed (no network, say).
     """
     _check_name(name)
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be a bool, got {download!r}")
+    _checks.check_path(root, "root")
+    _checks.check_bool(download, "download")
     if name == "mnist5k":
         return _mnist5k()
     if name == "digits":
@@ -114,30 +116,14 @@ def loaders(
             `seed`, never trained on and never augmented, for choosing settings (a
             per-layer amount, a threshold) without looking at the test set.
     """
-    for arg, value in (
-        ("batch_size", batch_size),
-        ("test_batch_size", test_batch_size),
-    ):
-        if value is None and arg == "test_batch_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{arg} must be an int >= 1, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{arg} must be an int >= 1, got {value}")
-    if (
-        isinstance(num_workers, bool)
-        or not isinstance(num_workers, int)
-        or num_workers < 0
-    ):
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    if not isinstance(augment, bool):
-        raise TypeError(f"augment must be a bool, got {augment!r}")
-    if (
-        isinstance(validation, bool)
-        or not isinstance(validation, int)
-        or validation < 0
-    ):
-        raise ValueError(f"validation must be an int >= 0, got {validation!r}")
+    _check_name(name)
+    _checks.check_int(batch_size, "batch_size", low=1)
+    if test_batch_size is not None:
+        _checks.check_int(test_batch_size, "test_batch_size", low=1)
+    _checks.check_int(seed, "seed")
+    _checks.check_int(num_workers, "num_workers", low=0)
+    _checks.check_bool(augment, "augment")
+    validation = _checks.check_int(validation, "validation", low=0)
     train, test = load(name, root=root, download=download)
     held_out = None
     if validation:
@@ -199,12 +185,12 @@ class RandomShift(Dataset):
     """
 
     def __init__(self, dataset, max_shift=2, seed=0):
-        if (
-            isinstance(max_shift, bool)
-            or not isinstance(max_shift, int)
-            or max_shift < 0
-        ):
-            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(
+                f"dataset must be a map-style dataset of (image, label), got {type(dataset).__name__}"
+            )
+        _checks.check_int(max_shift, "max_shift", low=0)
+        _checks.check_int(seed, "seed")
         self.dataset = dataset
         self.max_shift = max_shift
         self.generator = torch.Generator().manual_seed(seed)
@@ -373,7 +359,4 @@ class CIFAR10Batches(Dataset):
 
 
 def _check_name(name):
-    if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
-        )
+    _checks.check_choice(name, "name", DATASETS)

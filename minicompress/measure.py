@@ -56,6 +56,7 @@ def effective_state_dict(model):
     `conv1.parametrizations.weight.original`), so a masked model and its permanent twin give
     the same keys and values.
     """
+    _checks.check_module(model)
     state = {}
     for module_name, module in model.named_modules():
         if ".parametrizations." in f".{module_name}.":
@@ -94,6 +95,7 @@ def macs(model, example_input):
     (BatchNorm, activations and pooling are not), as in Li et al. 2017 and the MIT labs.
     Zeros in the weights do not reduce the count: dense kernels multiply them anyway.
     """
+    _checks.check_module(model)
     counter = FlopCounterMode(display=False)
     with counter:
         _forward(model, example_input)
@@ -120,10 +122,8 @@ def size_bytes(model, format="dense"):
             weight, ceil(numel·b / 8) bytes + the qparams; every other tensor dense.
             Each format adds `torch.save`'s own framing, a few hundred bytes per tensor.
     """
-    if format not in SIZE_FORMATS:
-        raise ValueError(
-            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
-        )
+    _checks.check_module(model)
+    _checks.check_choice(format, "format", SIZE_FORMATS)
     state = effective_state_dict(model)
     if format == "packed":
         state.update(packed_tensors(model))
@@ -145,6 +145,7 @@ def packed_tensors(model):
     The packer receives what the parametrizations before it return (the stored weight under a
     pruning mask, say), as in the forward pass; names are those of `effective_state_dict`.
     """
+    _checks.check_module(model)
     packed = {}
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
@@ -171,10 +172,8 @@ def encode_tensor(tensor, format):
     `numpy.packbits` of `tensor != 0` in row-major order) and "values". Both also carry
     "format" and "shape". `decode_tensor` inverts it exactly.
     """
-    if format not in SIZE_FORMATS:
-        raise ValueError(
-            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
-        )
+    _checks.check_tensor(tensor, "tensor")
+    _checks.check_choice(format, "format", SIZE_FORMATS)
     if format == "dense" or tensor.dim() < 2:
         return tensor
     if tensor.numel() >= 2**31:
@@ -206,6 +205,10 @@ def decode_tensor(encoded):
     """The dense tensor that `encode_tensor` encoded."""
     if isinstance(encoded, torch.Tensor):
         return encoded
+    if not isinstance(encoded, dict) or encoded.get("format") not in ("csr", "bitmask"):
+        raise TypeError(
+            f"encoded must be a tensor or a dict from encode_tensor, got {type(encoded).__name__}"
+        )
     shape = encoded["shape"]
     values = encoded["values"]
     if encoded["format"] == "csr":
@@ -301,6 +304,9 @@ def summary(model, example_input, threads=1, accuracy=None, latency=True):
     "macs", "size_bytes", "latency_ms" (unless `latency=False`, for a caller that times
     several models together with `compare_latency`), and "accuracy" when given.
     """
+    if accuracy is not None:
+        _checks.check_real(accuracy, "accuracy", low=0, high=1)
+    latency = _checks.check_bool(latency, "latency")
     params = count_params(model)
     nonzeros = count_nonzero(model)
     row = {
@@ -339,6 +345,8 @@ def format_table(rows, baseline=0):
 
     Columns appear only when every row has that key.
     """
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, (dict, list, tuple)):
+        raise TypeError(f"rows must be a dict of summaries or a list of them, got {type(rows).__name__}")
     if isinstance(rows, dict):
         rows = [{"name": name, **row} for name, row in rows.items()]
     rows = list(rows)
@@ -380,6 +388,7 @@ def format_table(rows, baseline=0):
 
 def _parameter_tensors(model):
     # Effective values of every parameter, parametrized ones included, buffers excluded.
+    _checks.check_module(model)
     names = set(_parameter_names(model))
     state = effective_state_dict(model)
     return [state[name] for name in names]

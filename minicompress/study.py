@@ -206,16 +206,19 @@ def run_study(
         "size_csr_bytes" is the CSR file's size whichever is smallest. A method
         that raises `NotApplicable` has no row; a warning says which and why.
     """
-    methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"
-        )
+    methods = list(_checks.check_names(methods, "methods"))
+    for method in methods:
+        _checks.check_choice(method, "methods", METHODS)
     if "baseline" not in methods:
         methods.insert(0, "baseline")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    _checks.check_choice(dataset, "dataset", data.DATASETS)
+    _checks.check_choice(model, "model", models.MODELS)
+    _checks.check_int(epochs, "epochs", low=1)
+    _checks.check_int(batch_size, "batch_size", low=1)
+    _checks.check_real(lr, "lr", low=0, low_open=True)
+    _checks.check_int(seed, "seed")
+    _checks.check_int(threads, "threads", low=1)
+    _checks.check_bool(progress, "progress")
     latency_rounds = _checks.check_int(latency_rounds, "latency_rounds", low=1)
 
     device = train.resolve_device(device)
@@ -294,6 +297,8 @@ def run_study(
 
 def build_for(model, dataset):
     """Build reference model `model` shaped for `dataset`'s images and ten classes."""
+    _checks.check_choice(model, "model", models.MODELS)
+    _checks.check_choice(dataset, "dataset", data.DATASETS)
     channels, height, _ = data.input_shape(dataset)
     options = {"input_size": height} if model == "lenet300" else {}
     return models.build(model, num_classes=10, in_channels=channels, **options)
@@ -306,6 +311,21 @@ def plot_study(rows, path=None, title=None):
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+        raise TypeError(
+            f"rows must be a list of run_study rows, got {type(rows).__name__}"
+        )
+    for row in rows:
+        missing = [
+            k
+            for k in ("name", "size_bytes", "accuracy")
+            if not isinstance(row, dict) or k not in row
+        ]
+        if missing:
+            raise ValueError(f"rows must be run_study rows; a row lacks {missing}")
+    _checks.check_path(path, "path")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {title!r}")
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         size_kib = row["size_bytes"] / 1024

@@ -69,7 +69,7 @@ def test_dense_size_is_four_bytes_per_element_plus_a_small_header():
 
 
 def test_size_rejects_unknown_formats():
-    with pytest.raises(ValueError, match="unknown format 'zip'"):
+    with pytest.raises(ValueError, match="format must be one of 'dense', 'csr', 'bitmask', 'packed'; got 'zip'"):
         measure.size_bytes(nn.Linear(2, 2), format="zip")
 
 

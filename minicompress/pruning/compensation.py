@@ -27,7 +27,9 @@ outputs, `absorb` for what an offset on its input does to its output).
 import torch
 from torch import nn
 
+from .. import _checks
 from .constant_flow import ConstantRule, OffsetRule, per_channel, run
+from .dependency import require_graph
 from .layer_kinds import KINDS
 
 __all__ = ["channel_constants", "removal_folds", "fold_offsets", "apply_folds"]
@@ -42,6 +44,9 @@ def channel_constants(graph, flat_keep=None):
     on those values. `flat_keep` (a bool mask over all groups' channels) says which channels
     are removed; None treats every channel as removed.
     """
+    require_graph(graph)
+    if flat_keep is not None:
+        _check_keep(graph, flat_keep)
     values = run(graph, ConstantRule(graph, flat_keep))
     return {
         name: per_channel(v, 1)
@@ -53,6 +58,8 @@ def channel_constants(graph, flat_keep=None):
 def removal_folds(graph, flat_keep):
     """Folds for `surgery.remove_channels(compensate=True)`: each layer that reads removed
     channels absorbs what their constant values contributed."""
+    require_graph(graph)
+    _check_keep(graph, flat_keep)
     rule = ConstantRule(graph, flat_keep)
     values = run(graph, rule)
     nodes = {n.name: n for n in graph.graph_module.graph.nodes}
@@ -100,6 +107,23 @@ def fold_offsets(graph, offsets, skip=()):
         ValueError: a nonzero offset reaches a nonlinear node (an activation after an add, a
             LayerNorm), a product with a non-constant tensor, or the model output.
     """
+    require_graph(graph)
+    if not isinstance(offsets, dict):
+        raise TypeError(
+            f"offsets must be a dict {{node name: (C,) tensor}}, got {type(offsets).__name__}"
+        )
+    for node, offset in offsets.items():
+        shape = graph.shapes.get(node)
+        if not isinstance(shape, tuple) or len(shape) < 2:
+            raise ValueError(
+                f"offsets names {node!r}, which is not a tensor node of the graph"
+            )
+        _checks.check_tensor(offset, f"offsets[{node!r}]", dims=1, finite=True)
+        if len(offset) != shape[1]:
+            raise ValueError(
+                f"offsets[{node!r}] must have shape ({shape[1]},), got {tuple(offset.shape)}"
+            )
+    skip = _checks.check_names(skip, "skip")
     folds = {}
     fold = lambda layer, shift: _fold(graph, layer, shift, folds)  # noqa: E731
     run(graph, OffsetRule(graph, offsets, set(skip), fold))
@@ -112,6 +136,29 @@ def apply_folds(model, folds):
     ("name", "bias") adds to the layer's bias, creating it when the layer has none;
     ("name", "running_mean") adds to a BatchNorm's running mean.
     """
+    _checks.check_module(model)
+    if not isinstance(folds, dict):
+        raise TypeError(
+            f"folds must be a dict {{(module name, attribute): tensor}}, got {type(folds).__name__}"
+        )
+    for key, delta in folds.items():  # every fold fits before the first is written
+        name, attribute = (
+            key if isinstance(key, tuple) and len(key) == 2 else (key, None)
+        )
+        _checks.check_module_names(model, [name], "folds")
+        if attribute not in ("bias", "running_mean"):
+            raise ValueError(
+                f"folds may add to a 'bias' or a 'running_mean', got {key!r}"
+            )
+        _checks.check_tensor(delta, f"folds[{key!r}]", dims=1, finite=True)
+        module = model.get_submodule(name)
+        rows = (
+            module.weight.shape[0] if attribute == "bias" else len(module.running_mean)
+        )
+        if len(delta) != rows:
+            raise ValueError(
+                f"folds[{key!r}] must have shape ({rows},), got {tuple(delta.shape)}"
+            )
     with torch.no_grad():
         for (name, attribute), delta in folds.items():
             module = model.get_submodule(name)
@@ -145,3 +192,15 @@ def _fold(graph, layer, shift, folds):
 
 def _module(graph, name):
     return graph.graph_module.get_submodule(name)
+
+
+def _check_keep(graph, flat_keep):
+    total = sum(g.size for g in graph.groups)
+    if not isinstance(flat_keep, torch.Tensor) or flat_keep.dtype != torch.bool:
+        raise TypeError(
+            f"flat_keep must be a bool tensor over all groups' channels, got {flat_keep!r:.60}"
+        )
+    if flat_keep.shape != (total,):
+        raise ValueError(
+            f"flat_keep must have shape ({total},), got {tuple(flat_keep.shape)}"
+        )

@@ -47,7 +47,8 @@ class CriterionInputs:
         rows = {g.index: [] for g in groups}
         for inputs, targets in batches:
             work.zero_grad(set_to_none=True)
-            self.loss_fn(work(inputs.to(device)), targets.to(device)).backward()
+            outputs = _checks.forward(work, inputs.to(device), "the batch inputs")
+            self.loss_fn(outputs, targets.to(device)).backward()
             for group in groups:
                 gate = torch.zeros(group.size, dtype=torch.float64)  # dL/dz per channel
                 for source in group.sources:

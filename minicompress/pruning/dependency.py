@@ -27,6 +27,7 @@ __all__ = [
     "ChannelGroup",
     "Layer",
     "check_graph",
+    "require_graph",
     "graph_of_copy",
 ]
 
@@ -130,12 +131,8 @@ def check_graph(model, graph):
         TypeError: `model` is not an nn.Module, or `graph` not a DependencyGraph.
         ValueError: `graph` was built from another model.
     """
+    require_graph(graph)
     _checks.check_module(model)
-    if not isinstance(graph, DependencyGraph):
-        raise TypeError(
-            "graph must be a DependencyGraph from build_dependency_graph(model, example_input), "
-            f"got {type(graph).__name__}"
-        )
     modules = dict(model.named_modules())
     for layer in graph.layers.values():
         mine, traced = (
@@ -152,6 +149,15 @@ def check_graph(model, graph):
                 f"graph does not describe this model (its layer {layer.name!r} is another "
                 "object); build the graph from the model you prune"
             )
+
+
+def require_graph(graph):
+    """`graph` is a `DependencyGraph` (for functions that take no model)."""
+    if not isinstance(graph, DependencyGraph):
+        raise TypeError(
+            "graph must be a DependencyGraph from build_dependency_graph(model, example_input), "
+            f"got {type(graph).__name__}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

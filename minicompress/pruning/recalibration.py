@@ -55,9 +55,14 @@ def recalibrate_batchnorm(model, batches, device=None):
             f"recalibrate_batchnorm needs BatchNorm layers; {type(model).__name__} has none"
         )
     here = next(model.parameters()).device
-    if device is not None and torch.device(device) != here:
+    device = _checks.check_device(device)
+    if device is not None and device != here:
         raise ValueError(
-            f"device must be None or the model's device {here}, got {device!r}"
+            f"device must be None or the model's device {here}, got {device}"
+        )
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise TypeError(
+            f"batches must be an iterable of batches, got {type(batches).__name__}"
         )
     inputs = [_inputs(batch, i) for i, batch in enumerate(batches)]
     if not inputs:

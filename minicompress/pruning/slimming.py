@@ -27,7 +27,7 @@ import torch
 
 from .. import _checks
 from .criteria import bn_scale_scores
-from .dependency import build_dependency_graph, graph_of_copy
+from .dependency import build_dependency_graph, graph_of_copy, require_graph
 from .unit_removal import remove_units, residual_units
 from .slim_variants import VARIANTS, BNScales, SlimPlan
 from .structured import search_macs
@@ -40,6 +40,7 @@ __all__ = [
     "plan_slim",
     "apply_plan",
     "slim",
+    "bn_scales",
 ]
 
 # The options each variant takes; any other is an error rather than silently unused.
@@ -115,7 +116,9 @@ def slim(
             scales. The caller's model is unchanged.
 
     Example:
-        >>> net, x = models.build("darknet_tiny"), torch.zeros(1, 1, 28, 28)
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
         >>> small = slim(net, 0.5, "slim", x)
         >>> measure.macs(small, x) < measure.macs(net, x)
         True
@@ -168,7 +171,9 @@ def percent_for_macs(
             maximum), or a variant without a percent ("layer", "layer_channel").
 
     Example:
-        >>> net, x = models.build("darknet_tiny"), torch.zeros(1, 1, 28, 28)
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
         >>> 0 < percent_for_macs(net, 0.3, "slim", x) < 1
         True
     """
@@ -200,6 +205,7 @@ def bn_scales(graph):
     Raises:
         ValueError: a BatchNorm scale is NaN or inf.
     """
+    require_graph(graph)
     groups = {}
     for group in graph.groups:
         norms = [graph.layers[s].norm for s in group.sources]

@@ -150,6 +150,14 @@ def search_macs(prune, model, example_input, target, top, tolerance, what):
         ValueError: even `top` removes less than `target - tolerance`; the message names the
             method by `what`.
     """
+    _checks.check_callable(prune, "prune")
+    target = _checks.check_real(target, "target", 0, 1, low_open=True, high_open=True)
+    top = _checks.check_real(top, "top", 0, 1, low_open=True)
+    tolerance = _checks.check_real(
+        tolerance, "tolerance", 0, 1, low_open=True, high_open=True
+    )
+    if not isinstance(what, str):
+        raise TypeError(f"what must be a str describing the method, got {what!r}")
     dense = measure.macs(model, example_input)
 
     def removed(amount):

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from .. import _checks
 from .compensation import apply_folds, removal_folds
-from .dependency import check_graph
+from .dependency import check_graph, require_graph
 from .layer_kinds import KINDS
 
 __all__ = ["remove_channels", "group_starts"]
@@ -78,6 +78,7 @@ def remove_channels(model, graph, keep, compensate=False):
 
 def group_starts(graph):
     """Offset of each group's first channel in the concatenation of all groups' masks."""
+    require_graph(graph)
     sizes = torch.tensor([0] + [g.size for g in graph.groups])
     return sizes.cumsum(0)
 

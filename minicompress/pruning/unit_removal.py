@@ -24,7 +24,7 @@ from torch import fx, nn
 
 from .. import _checks
 from .compensation import apply_folds, channel_constants, fold_offsets
-from .dependency import check_graph
+from .dependency import check_graph, require_graph
 
 __all__ = ["ResidualUnit", "residual_units", "remove_units"]
 
@@ -48,6 +48,7 @@ def residual_units(graph):
     A unit must be a submodule whose whole forward is `x + f(x)`: torchvision's BasicBlock,
     which applies ReLU after the add, is not one (without the block the ReLU would be gone too).
     """
+    require_graph(graph)
     nodes = list(graph.graph_module.graph.nodes)
     units = []
     for node in nodes:
@@ -88,7 +89,7 @@ def remove_units(model, graph, names, compensate=True):
     unknown = [n for n in names if n not in found]
     if unknown:
         raise ValueError(
-            f"{unknown} are not residual units of the model; its units are {list(found)}"
+            f"names {unknown} are not residual units of the model; its units are {list(found)}"
         )
     removed = [found[n] for n in names]
     folds = {}
