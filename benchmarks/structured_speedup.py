@@ -18,10 +18,10 @@ or 16 channels, so 16 -> 12 channels saves nothing while 16 -> 8 saves most. A u
 spreads the cut over fast and slow layers alike and its speed-up trails the MAC ratio; cutting
 where time is spent closes the gap.
 
-Latency is `measure.compare_latency` with one thread: each model is timed `--repeats` times
-(torch.utils.benchmark, median of a blocked autorange), interleaved with the others, and the
-fastest repeat counts, which discounts interference from other processes. Prints a markdown
-table and exits with status 1 when the check fails.
+Latency is `measure.compare_latency` with one thread: every model is timed for `--repeats`
+rounds of `--min-run-time` seconds, in short samples interleaved with the other models', and
+the median sample counts, so that interference from other processes hits every model alike.
+Prints a markdown table and exits with status 1 when the check fails.
 """
 
 import argparse
@@ -83,7 +83,7 @@ def main(argv=None):
         pruned = slim(darknet, percent, variant, x[:1], units=units)
         rows[f"darknet_tiny slim variant {variant}"] = (darknet, pruned)
 
-    # Interleaved best-of-N (measure.compare_latency): a busy moment hits every model alike.
+    # All models timed together, finely interleaved: a busy moment hits every model alike.
     best = measure.compare_latency(
         {name: pruned for name, (_, pruned) in rows.items()},
         x,

@@ -99,8 +99,8 @@ def main(argv=None):
         parser.error(str(error))
     table = format_table(rows, baseline="baseline")
     note = (
-        "Latency: CPU, one thread, every model timed in the same interleaved rounds (best "
-        "of 5); 'latency' is one forward pass of a single image, where small models mostly "
+        "Latency: CPU, one thread, every model timed together (the median of many short "
+        "interleaved samples); 'latency' is one forward pass of a single image, where small models mostly "
         f"pay call overhead, 'latency, batch {study.LATENCY_BATCH}' one forward pass of "
         f"{study.LATENCY_BATCH} images, where the arithmetic dominates."
     )

@@ -7,7 +7,7 @@
                                         "packed": quantized weights as what they pack to)
     encode_tensor / decode_tensor       one tensor in a sparse storage format and back
     latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
-    compare_latency(models, x)          best-of-N latency of several models timed interleaved
+    compare_latency(models, x)          latency of several models timed together, finely interleaved
     summary(model, example_input)       all of the above in a dict
     format_table(rows, baseline=0)      several summaries as a markdown table with ratios
 
@@ -19,6 +19,7 @@ numbers therefore describe a masked model and the model after `make_permanent`.
 import io
 import logging
 import math
+import statistics
 import warnings
 
 import numpy as np
@@ -247,20 +248,27 @@ def latency_ms(model, example_input, threads=1, min_run_time=0.2):
 
 
 def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1):
-    """Best-of-`rounds` latency of each model in milliseconds, the models timed interleaved.
+    """Latency of each model in milliseconds, the models timed together, finely interleaved.
 
-    Each round times every model once, in turn (`latency_ms`: the median of a blocked
-    autorange); each model keeps its fastest round. Other processes only ever slow a run down,
-    and interleaving spreads a busy moment over all the models alike, so ratios between the
-    results hold on a shared machine where one-shot timings do not.
+    Each model gets `rounds` · `min_run_time` seconds of timing, cut into short samples
+    (`_SLICES` per round) that are interleaved: a sample of model a, one of model b, ..., then
+    a again. Each model's result is the median of its samples (the mean time of a call within
+    each). On a shared machine a core runs at full speed only some of the time, in stretches of
+    a fraction of a second; since every model's samples are spread over the same stretch of
+    time, each sees the same mixture of fast and slow moments, and the ratios between the
+    results hold where one-shot timings, or the best of a few long ones, do not: timed as
+    the best of five interleaved rounds, three copies of one network came out up to four times
+    apart on a busy two-core machine, as the median of interleaved short samples within a few
+    percent. On a quiet machine the result is simply the typical time of a call.
 
     Args:
         models: dict {name: model}; a model is an `nn.Module` (timed in eval mode under
             `torch.no_grad()`) or any callable `f(x)`, such as an onnxruntime session wrapper.
         example_input: the input every model gets, or a dict {name: input} with one per model.
-        rounds: N, an int >= 1.
+        rounds: an int >= 1; each model is timed for rounds · min_run_time seconds in all,
+            in rounds · `_SLICES` samples (more rounds: a steadier median).
         threads: intra-op threads, an int >= 1.
-        min_run_time: seconds each timing runs for at least, a number > 0.
+        min_run_time: seconds of timing per model and round, a number > 0.
 
     Returns:
         dict {name: milliseconds}, in the order of `models`.
@@ -289,12 +297,38 @@ def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1
             _forward(model, inputs[name])
         else:
             _checks.check_callable(model, f"models[{name!r}]")
-    best = dict.fromkeys(models, math.inf)
-    for _ in range(rounds):
-        for name, model in models.items():
-            ms = _median_ms(model, inputs[name], threads, min_run_time)
-            best[name] = min(best[name], ms)
-    return best
+    benchmark = _import_benchmark()
+    timers = {
+        name: benchmark.Timer(
+            stmt="model(x)",
+            globals={"model": model, "x": inputs[name]},
+            num_threads=threads,
+        )
+        for name, model in models.items()
+    }
+    modes = {
+        name: model.training
+        for name, model in models.items()
+        if isinstance(model, nn.Module)
+    }
+    samples = {name: [] for name in models}
+    try:
+        for name in modes:
+            models[name].eval()
+        with torch.no_grad():
+            # Calls per sample, so that one sample lasts about min_run_time / _SLICES.
+            number = {
+                name: _calls_per(timer, min_run_time / _SLICES)
+                for name, timer in timers.items()
+            }
+            for _ in range(rounds * _SLICES):
+                for name, timer in timers.items():
+                    seconds = timer.timeit(number[name]).mean  # per call
+                    samples[name].append(seconds * 1e3)
+    finally:
+        for name, training in modes.items():
+            models[name].train(training)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def summary(model, example_input, threads=1, accuracy=None, latency=True):
@@ -435,6 +469,17 @@ def _expected_input(model):
         if isinstance(module, nn.Linear):
             return f"{name!r} (Linear) expects {module.in_features} input features, shape (B, {module.in_features})"
     return None
+
+
+# Samples per model and round in `compare_latency`: ten of a hundredth of a second each at the
+# default min_run_time, short enough to fit the moments a shared core runs at full speed.
+_SLICES = 10
+
+
+def _calls_per(timer, seconds):
+    """How many calls of `timer`'s statement take about `seconds` (at least one)."""
+    once = min(timer.timeit(1).mean for _ in range(3))
+    return max(1, round(seconds / once)) if once > 0 else 1
 
 
 def _median_ms(model, example_input, threads, min_run_time):

@@ -11,7 +11,7 @@ which may be the same object changed in place or a new, smaller one. The study t
 its accuracy, parameters, nonzeros, MACs, bytes and latency with `minicompress.measure`.
 
 Latency is measured once every method has run, all models together with
-`measure.compare_latency` (one thread, interleaved, best of `latency_rounds`), at two batch
+`measure.compare_latency` (one thread, finely interleaved, `latency_rounds` rounds), at two batch
 sizes: one image ("latency_ms"), where a model as small as LeNet-5 spends most of its time
 on call overhead, and `LATENCY_BATCH` images ("latency_b64_ms"), where the arithmetic the
 MACs count dominates.
