@@ -12,3 +12,19 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    # `--doctest-modules minicompress` runs the docstring Examples with the names they use
+    # without importing (tests/test_doctests.py runs them in the default suite).
+    if any(type(item).__name__ == "DoctestItem" for item in items):
+        import torch
+
+        from minicompress import data, measure, models, train
+        from minicompress.pruning import build_dependency_graph, sparsity
+
+        names = dict(torch=torch, data=data, measure=measure, models=models, train=train)
+        names.update(build_dependency_graph=build_dependency_graph, sparsity=sparsity)
+        for item in items:
+            if type(item).__name__ == "DoctestItem":
+                item.dtest.globs.update(names)

@@ -18,10 +18,10 @@ or 16 channels, so 16 -> 12 channels saves nothing while 16 -> 8 saves most. A u
 spreads the cut over fast and slow layers alike and its speed-up trails the MAC ratio; cutting
 where time is spent closes the gap.
 
-Latency is `measure.latency_ms` (torch.utils.benchmark, median of a blocked autorange) with one
-thread; each model is timed `--repeats` times, interleaved with the others, and the fastest
-repeat counts, which discounts interference from other processes. Prints a markdown table and
-exits with status 1 when the check fails.
+Latency is `measure.compare_latency` with one thread: every model is timed for `--repeats`
+rounds of `--min-run-time` seconds, in short samples interleaved with the other models', and
+the median sample counts, so that interference from other processes hits every model alike.
+Prints a markdown table and exits with status 1 when the check fails.
 """
 
 import argparse
@@ -83,16 +83,14 @@ def main(argv=None):
         pruned = slim(darknet, percent, variant, x[:1], units=units)
         rows[f"darknet_tiny slim variant {variant}"] = (darknet, pruned)
 
-    models_to_time = {id(m): m for pair in rows.values() for m in pair}
-    best = {key: float("inf") for key in models_to_time}
-    for _ in range(
-        args.repeats
-    ):  # interleaved, so a busy moment hits every model alike
-        for key, model in models_to_time.items():
-            latency = measure.latency_ms(
-                model, x, threads=1, min_run_time=args.min_run_time
-            )
-            best[key] = min(best[key], latency)
+    # All models timed together, finely interleaved: a busy moment hits every model alike.
+    best = measure.compare_latency(
+        {name: pruned for name, (_, pruned) in rows.items()},
+        x,
+        rounds=args.repeats,
+        threads=1,
+        min_run_time=args.min_run_time,
+    )
 
     print(
         "| model | MACs | MAC ratio | latency (ms) | speed-up | speed-up / MAC ratio |"
@@ -102,9 +100,10 @@ def main(argv=None):
     for name, (dense, pruned) in rows.items():
         macs = measure.macs(pruned, x[:1])
         ratio = measure.macs(dense, x[:1]) / macs
-        speedup = best[id(dense)] / best[id(pruned)]
+        dense_name = "resnet20 dense" if dense is resnet else "darknet_tiny dense"
+        speedup = best[dense_name] / best[name]
         print(
-            f"| {name} | {macs:,} | {ratio:.2f} | {best[id(pruned)]:.2f} | {speedup:.2f} "
+            f"| {name} | {macs:,} | {ratio:.2f} | {best[name]:.2f} | {speedup:.2f} "
             f"| {speedup / ratio:.2f} |"
         )
         if name == CHECKED:

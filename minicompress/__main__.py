@@ -98,11 +98,18 @@ def main(argv=None):
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     table = format_table(rows, baseline="baseline")
+    note = (
+        "Latency: CPU, one thread, every model timed together (the median of many short "
+        "interleaved samples); 'latency' is one forward pass of a single image, where small models mostly "
+        f"pay call overhead, 'latency, batch {study.LATENCY_BATCH}' one forward pass of "
+        f"{study.LATENCY_BATCH} images, where the arithmetic dominates."
+    )
     print(f"{args.model} on {args.dataset}, {args.epochs} epochs, seed {args.seed}\n")
     print(table)
+    print(f"\n{note}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "study.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(table + "\n\n" + note + "\n")
     with open(os.path.join(args.out, "study.json"), "w") as f:
         json.dump(rows, f, indent=2)
     study.plot_study(

@@ -18,6 +18,7 @@ compute everything, then change the model: a failed call leaves the caller's mod
 import difflib
 import math
 import numbers
+import os
 
 import torch
 from torch import fx, nn
@@ -39,6 +40,10 @@ __all__ = [
     "check_module_names",
     "first_batch",
     "trace",
+    "check_ints",
+    "check_device",
+    "check_path",
+    "forward",
 ]
 
 
@@ -258,6 +263,56 @@ def trace(model, purpose="this method"):
             "model torch.fx can trace: no Python control flow on tensor values."
         ) from error
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def check_ints(value, name, low=None):
+    """`value` is a non-empty list or tuple of ints, each >= `low`; returns a tuple."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(f"{name} must be a non-empty list or tuple of ints, got {value!r}")
+    return tuple(check_int(item, f"each of {name}", low=low) for item in value)
+
+
+def check_device(value, name="device"):
+    """None, "auto" (CUDA when present), or a device that exists on this machine; returns a
+    `torch.device` (None stays None). An unknown or absent device is a ValueError rather than
+    a raw torch error later."""
+    if value is None:
+        return None
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a str, a torch.device or None, got {value!r}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{name} {value!r} is not a device; use 'cpu', 'cuda' or 'auto'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{name} {value!r} was asked for but torch.cuda.is_available() is False; use 'cpu' "
+            "or 'auto'"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} {value!r} is not supported here; use 'cpu', 'cuda' or 'auto'")
+    return device
+
+
+def check_path(value, name):
+    """None, a str or an os.PathLike."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike) or None, got {value!r}")
+    return value
+
+
+def forward(model, inputs, name="inputs"):
+    """`model(inputs)`, with the RuntimeError torch raises for a shape that does not fit turned
+    into a ValueError that names `name` and its shape."""
+    try:
+        return model(inputs)
+    except RuntimeError as error:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(
+            f"{name} of shape {shape} does not fit {type(model).__name__}: {error}"
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------

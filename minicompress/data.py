@@ -9,7 +9,7 @@ Downloaded by torchvision into `root` when `download=True`:
     "mnist", "fashion_mnist" (1, 28, 28) and "cifar10" (3, 32, 32).
 
 Entry points: `load(name)` returns `(train, test)` datasets; `loaders(name)` wraps them in
-seeded DataLoaders.
+seeded DataLoaders, holding out a validation part of the training images on request.
 """
 
 import functools
@@ -17,7 +17,9 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from . import _checks
 
 __all__ = [
     "DATASETS",
@@ -75,8 +77,8 @@ def load(name="mnist5k", root=None, download=False):
         RuntimeError: the download was asked for but failed (no network, say).
     """
     _check_name(name)
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be a bool, got {download!r}")
+    _checks.check_path(root, "root")
+    _checks.check_bool(download, "download")
     if name == "mnist5k":
         return _mnist5k()
     if name == "digits":
@@ -93,8 +95,10 @@ def loaders(
     augment=False,
     test_batch_size=None,
     num_workers=0,
+    validation=0,
 ):
-    """Return `(train_loader, test_loader)` for dataset `name`.
+    """Return `(train_loader, test_loader)` for dataset `name`, or with `validation` > 0
+    `(train_loader, validation_loader, test_loader)`.
 
     The training loader shuffles with a generator seeded by `seed`, so two calls with the
     same seed yield the same batches in the same order. The test loader does not shuffle.
@@ -108,26 +112,22 @@ def loaders(
             augmented.
         test_batch_size: evaluation batch size; defaults to `max(batch_size, 256)`.
         num_workers: DataLoader worker processes (0 = load in the main process).
+        validation: training images to hold out, an int >= 0: a stratified split fixed by
+            `seed`, never trained on and never augmented, for choosing settings (a
+            per-layer amount, a threshold) without looking at the test set.
     """
-    for arg, value in (
-        ("batch_size", batch_size),
-        ("test_batch_size", test_batch_size),
-    ):
-        if value is None and arg == "test_batch_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{arg} must be an int >= 1, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{arg} must be an int >= 1, got {value}")
-    if (
-        isinstance(num_workers, bool)
-        or not isinstance(num_workers, int)
-        or num_workers < 0
-    ):
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    if not isinstance(augment, bool):
-        raise TypeError(f"augment must be a bool, got {augment!r}")
+    _check_name(name)
+    _checks.check_int(batch_size, "batch_size", low=1)
+    if test_batch_size is not None:
+        _checks.check_int(test_batch_size, "test_batch_size", low=1)
+    _checks.check_int(seed, "seed")
+    _checks.check_int(num_workers, "num_workers", low=0)
+    _checks.check_bool(augment, "augment")
+    validation = _checks.check_int(validation, "validation", low=0)
     train, test = load(name, root=root, download=download)
+    held_out = None
+    if validation:
+        train, held_out = _hold_out(train, validation, seed)
     if augment:
         # 2 pixels on 28x28 and 32x32 images, 1 pixel on the 8x8 digits
         train = RandomShift(
@@ -147,7 +147,33 @@ def loaders(
         shuffle=False,
         num_workers=num_workers,
     )
-    return train_loader, test_loader
+    if held_out is None:
+        return train_loader, test_loader
+    validation_loader = DataLoader(
+        held_out,
+        batch_size=test_batch_size or max(batch_size, 256),
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    return train_loader, validation_loader, test_loader
+
+
+def _hold_out(train, size, seed):
+    """Split `size` examples off `train`, stratified by label: (rest, held out) subsets."""
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(train, TensorDataset):
+        labels = train.tensors[1].numpy()
+    else:  # torchvision datasets keep their labels in `targets`
+        labels = np.asarray(train.targets)
+    if not 0 < size < len(labels):
+        raise ValueError(
+            f"validation must be smaller than the {len(labels):,} training images, got {size}"
+        )
+    rest, held = train_test_split(
+        np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed
+    )
+    return Subset(train, np.sort(rest).tolist()), Subset(train, np.sort(held).tolist())
 
 
 class RandomShift(Dataset):
@@ -159,12 +185,12 @@ class RandomShift(Dataset):
     """
 
     def __init__(self, dataset, max_shift=2, seed=0):
-        if (
-            isinstance(max_shift, bool)
-            or not isinstance(max_shift, int)
-            or max_shift < 0
-        ):
-            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(
+                f"dataset must be a map-style dataset of (image, label), got {type(dataset).__name__}"
+            )
+        _checks.check_int(max_shift, "max_shift", low=0)
+        _checks.check_int(seed, "seed")
         self.dataset = dataset
         self.max_shift = max_shift
         self.generator = torch.Generator().manual_seed(seed)
@@ -333,7 +359,4 @@ class CIFAR10Batches(Dataset):
 
 
 def _check_name(name):
-    if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
-        )
+    _checks.check_choice(name, "name", DATASETS)

@@ -7,7 +7,7 @@
                                         "packed": quantized weights as what they pack to)
     encode_tensor / decode_tensor       one tensor in a sparse storage format and back
     latency_ms(model, example_input)    median wall time of one forward pass (torch.utils.benchmark)
-    compare_latency(models, x)          best-of-N latency of several models timed interleaved
+    compare_latency(models, x)          latency of several models timed together, finely interleaved
     summary(model, example_input)       all of the above in a dict
     format_table(rows, baseline=0)      several summaries as a markdown table with ratios
 
@@ -19,6 +19,7 @@ numbers therefore describe a masked model and the model after `make_permanent`.
 import io
 import logging
 import math
+import statistics
 import warnings
 
 import numpy as np
@@ -56,6 +57,7 @@ def effective_state_dict(model):
     `conv1.parametrizations.weight.original`), so a masked model and its permanent twin give
     the same keys and values.
     """
+    _checks.check_module(model)
     state = {}
     for module_name, module in model.named_modules():
         if ".parametrizations." in f".{module_name}.":
@@ -98,6 +100,7 @@ def macs(model, example_input):
     (BatchNorm, activations and pooling are not), as in Li et al. 2017 and the MIT labs.
     Zeros in the weights do not reduce the count: dense kernels multiply them anyway.
     """
+    _checks.check_module(model)
     counter = FlopCounterMode(display=False)
     with counter:
         _forward(model, example_input)
@@ -124,10 +127,8 @@ def size_bytes(model, format="dense"):
             weight, ceil(numel·b / 8) bytes + the qparams; every other tensor dense.
             Each format adds `torch.save`'s own framing, a few hundred bytes per tensor.
     """
-    if format not in SIZE_FORMATS:
-        raise ValueError(
-            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
-        )
+    _checks.check_module(model)
+    _checks.check_choice(format, "format", SIZE_FORMATS)
     state = effective_state_dict(model)
     if format == "packed":
         state.update(packed_tensors(model))
@@ -149,6 +150,7 @@ def packed_tensors(model):
     The packer receives what the parametrizations before it return (the stored weight under a
     pruning mask, say), as in the forward pass; names are those of `effective_state_dict`.
     """
+    _checks.check_module(model)
     packed = {}
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
@@ -175,10 +177,8 @@ def encode_tensor(tensor, format):
     `numpy.packbits` of `tensor != 0` in row-major order) and "values". Both also carry
     "format" and "shape". `decode_tensor` inverts it exactly.
     """
-    if format not in SIZE_FORMATS:
-        raise ValueError(
-            f"unknown format {format!r}; choose one of {', '.join(SIZE_FORMATS)}"
-        )
+    _checks.check_tensor(tensor, "tensor")
+    _checks.check_choice(format, "format", SIZE_FORMATS)
     if format == "dense" or tensor.dim() < 2:
         return tensor
     if tensor.numel() >= 2**31:
@@ -210,6 +210,10 @@ def decode_tensor(encoded):
     """The dense tensor that `encode_tensor` encoded."""
     if isinstance(encoded, torch.Tensor):
         return encoded
+    if not isinstance(encoded, dict) or encoded.get("format") not in ("csr", "bitmask"):
+        raise TypeError(
+            f"encoded must be a tensor or a dict from encode_tensor, got {type(encoded).__name__}"
+        )
     shape = encoded["shape"]
     values = encoded["values"]
     if encoded["format"] == "csr":
@@ -248,20 +252,27 @@ def latency_ms(model, example_input, threads=1, min_run_time=0.2):
 
 
 def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1):
-    """Best-of-`rounds` latency of each model in milliseconds, the models timed interleaved.
+    """Latency of each model in milliseconds, the models timed together, finely interleaved.
 
-    Each round times every model once, in turn (`latency_ms`: the median of a blocked
-    autorange); each model keeps its fastest round. Other processes only ever slow a run down,
-    and interleaving spreads a busy moment over all the models alike, so ratios between the
-    results hold on a shared machine where one-shot timings do not.
+    Each model gets `rounds` · `min_run_time` seconds of timing, cut into short samples
+    (`_SLICES` per round) that are interleaved: a sample of model a, one of model b, ..., then
+    a again. Each model's result is the median of its samples (the mean time of a call within
+    each). On a shared machine a core runs at full speed only some of the time, in stretches of
+    a fraction of a second; since every model's samples are spread over the same stretch of
+    time, each sees the same mixture of fast and slow moments, and the ratios between the
+    results hold where one-shot timings, or the best of a few long ones, do not: timed as
+    the best of five interleaved rounds, three copies of one network came out up to four times
+    apart on a busy two-core machine, as the median of interleaved short samples within a few
+    percent. On a quiet machine the result is simply the typical time of a call.
 
     Args:
         models: dict {name: model}; a model is an `nn.Module` (timed in eval mode under
             `torch.no_grad()`) or any callable `f(x)`, such as an onnxruntime session wrapper.
         example_input: the input every model gets, or a dict {name: input} with one per model.
-        rounds: N, an int >= 1.
+        rounds: an int >= 1; each model is timed for rounds · min_run_time seconds in all,
+            in rounds · `_SLICES` samples (more rounds: a steadier median).
         threads: intra-op threads, an int >= 1.
-        min_run_time: seconds each timing runs for at least, a number > 0.
+        min_run_time: seconds of timing per model and round, a number > 0.
 
     Returns:
         dict {name: milliseconds}, in the order of `models`.
@@ -290,20 +301,50 @@ def compare_latency(models, example_input, rounds=5, threads=1, min_run_time=0.1
             _forward(model, inputs[name])
         else:
             _checks.check_callable(model, f"models[{name!r}]")
-    best = dict.fromkeys(models, math.inf)
-    for _ in range(rounds):
-        for name, model in models.items():
-            ms = _median_ms(model, inputs[name], threads, min_run_time)
-            best[name] = min(best[name], ms)
-    return best
+    benchmark = _import_benchmark()
+    timers = {
+        name: benchmark.Timer(
+            stmt="model(x)",
+            globals={"model": model, "x": inputs[name]},
+            num_threads=threads,
+        )
+        for name, model in models.items()
+    }
+    modes = {
+        name: model.training
+        for name, model in models.items()
+        if isinstance(model, nn.Module)
+    }
+    samples = {name: [] for name in models}
+    try:
+        for name in modes:
+            models[name].eval()
+        with torch.no_grad():
+            # Calls per sample, so that one sample lasts about min_run_time / _SLICES.
+            number = {
+                name: _calls_per(timer, min_run_time / _SLICES)
+                for name, timer in timers.items()
+            }
+            for _ in range(rounds * _SLICES):
+                for name, timer in timers.items():
+                    seconds = timer.timeit(number[name]).mean  # per call
+                    samples[name].append(seconds * 1e3)
+    finally:
+        for name, training in modes.items():
+            models[name].train(training)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def summary(model, example_input, threads=1, accuracy=None):
+def summary(model, example_input, threads=1, accuracy=None, latency=True):
     """The model's measurements in one dict.
 
     Keys: "params", "nonzeros", "sparsity" (fraction of parameter elements that are zero),
-    "macs", "size_bytes", "latency_ms", and "accuracy" when given.
+    "macs", "size_bytes", "latency_ms" (unless `latency=False`, for a caller that times
+    several models together with `compare_latency`), and "accuracy" when given.
     """
+    if accuracy is not None:
+        _checks.check_real(accuracy, "accuracy", low=0, high=1)
+    latency = _checks.check_bool(latency, "latency")
     params = count_params(model)
     nonzeros = count_nonzero(model)
     row = {
@@ -312,8 +353,9 @@ def summary(model, example_input, threads=1, accuracy=None):
         "sparsity": 1 - nonzeros / params if params else 0.0,
         "macs": macs(model, example_input),
         "size_bytes": size_bytes(model),
-        "latency_ms": latency_ms(model, example_input, threads=threads),
     }
+    if latency:
+        row["latency_ms"] = latency_ms(model, example_input, threads=threads)
     if accuracy is not None:
         row["accuracy"] = accuracy
     return row
@@ -327,6 +369,7 @@ _COLUMNS = (
     ("macs", "MACs", lambda v: f"{v:,}", True),
     ("size_bytes", "size", lambda v: _human_bytes(v), True),
     ("latency_ms", "latency", lambda v: f"{v:.3f} ms", True),
+    ("latency_b64_ms", "latency, batch 64", lambda v: f"{v:.3f} ms", True),
 )
 
 
@@ -340,6 +383,8 @@ def format_table(rows, baseline=0):
 
     Columns appear only when every row has that key.
     """
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, (dict, list, tuple)):
+        raise TypeError(f"rows must be a dict of summaries or a list of them, got {type(rows).__name__}")
     if isinstance(rows, dict):
         rows = [{"name": name, **row} for name, row in rows.items()]
     rows = list(rows)
@@ -381,6 +426,7 @@ def format_table(rows, baseline=0):
 
 def _parameter_tensors(model):
     # Effective values of every parameter, parametrized ones included, buffers excluded.
+    _checks.check_module(model)
     names = set(_parameter_names(model))
     state = effective_state_dict(model)
     return [state[name] for name in names]
@@ -427,6 +473,17 @@ def _expected_input(model):
         if isinstance(module, nn.Linear):
             return f"{name!r} (Linear) expects {module.in_features} input features, shape (B, {module.in_features})"
     return None
+
+
+# Samples per model and round in `compare_latency`: ten of a hundredth of a second each at the
+# default min_run_time, short enough to fit the moments a shared core runs at full speed.
+_SLICES = 10
+
+
+def _calls_per(timer, seconds):
+    """How many calls of `timer`'s statement take about `seconds` (at least one)."""
+    once = min(timer.timeit(1).mean for _ in range(3))
+    return max(1, round(seconds / once)) if once > 0 else 1
 
 
 def _median_ms(model, example_input, threads, min_run_time):

@@ -16,6 +16,8 @@ Entry point: `build(name, num_classes=10, in_channels=1, **options)`.
 import torch
 from torch import nn
 
+from . import _checks
+
 __all__ = [
     "MODELS",
     "build",
@@ -38,6 +40,9 @@ class LeNet300(nn.Module):
     """
 
     def __init__(self, num_classes=10, in_channels=1, input_size=28, hidden=(300, 100)):
+        _check_sizes(num_classes, in_channels)
+        input_size = _checks.check_int(input_size, "input_size", low=1)
+        hidden = _checks.check_ints(hidden, "hidden", low=1)
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(input_size)
         self.flatten = nn.Flatten()
@@ -60,6 +65,7 @@ class LeNet5(nn.Module):
     """
 
     def __init__(self, num_classes=10, in_channels=1):
+        _check_sizes(num_classes, in_channels)
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
         self.conv2 = nn.Conv2d(6, 16, 5)
@@ -85,6 +91,11 @@ class ConvBNAct(nn.Sequential):
     """Conv (no bias: BN's beta plays that role) -> BatchNorm -> activation."""
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, act=None):
+        _check_sizes(None, in_channels, out_channels=out_channels)
+        _checks.check_int(kernel_size, "kernel_size", low=1)
+        _checks.check_int(stride, "stride", low=1)
+        if act is not None:
+            _checks.check_module(act, "act")
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -108,6 +119,10 @@ class VGGSmall(nn.Module):
         in_channels=1,
         widths=(32, 32, "M", 64, 64, "M", 128, 128, "M"),
     ):
+        _check_sizes(num_classes, in_channels)
+        _checks.check_ints(
+            [w for w in _listed(widths, "widths") if w != "M"] or [1], "widths", low=1
+        )
         super().__init__()
         layers, channels = [], in_channels
         for width in widths:
@@ -129,6 +144,8 @@ class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a shortcut; a 1x1 conv-BN projection when the shape changes."""
 
     def __init__(self, in_channels, out_channels, stride=1):
+        _check_sizes(None, in_channels, out_channels=out_channels)
+        _checks.check_int(stride, "stride", low=1)
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
@@ -154,6 +171,12 @@ class ResNet(nn.Module):
     channels, stride 2 entering stages 2 and 3), global pooling, linear. Depth = 6 * blocks + 2."""
 
     def __init__(self, blocks, num_classes=10, in_channels=1, widths=(16, 32, 64)):
+        _checks.check_int(blocks, "blocks", low=1)
+        _check_sizes(num_classes, in_channels)
+        if len(_checks.check_ints(widths, "widths", low=1)) != 3:
+            raise ValueError(
+                f"widths must hold the widths of the three stages, got {widths!r}"
+            )
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -183,6 +206,7 @@ class DarknetUnit(nn.Module):
     """Darknet-53 residual unit: 1x1 conv to C/2, 3x3 conv back to C, added to the input."""
 
     def __init__(self, channels):
+        _checks.check_int(channels, "channels", low=2)  # the 1x1 conv halves them
         super().__init__()
         self.conv1 = ConvBNAct(
             channels, channels // 2, 1, act=nn.LeakyReLU(0.1, inplace=True)
@@ -207,6 +231,10 @@ class DarknetTiny(nn.Module):
         widths=(32, 64, 128),
         units=(1, 2, 2),
     ):
+        _check_sizes(num_classes, in_channels)
+        _checks.check_int(stem, "stem", low=1)
+        _checks.check_ints(widths, "widths", low=2)  # a unit's 1x1 conv halves them
+        _checks.check_ints(units, "units", low=0)
         super().__init__()
         if len(widths) != len(units):
             raise ValueError(
@@ -262,9 +290,20 @@ def build(name, num_classes=10, in_channels=1, **options):
         >>> model(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
-    if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+    _checks.check_choice(name, "name", MODELS)
+    _check_sizes(num_classes, in_channels)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def _check_sizes(num_classes, in_channels, **more):
+    if num_classes is not None:
+        _checks.check_int(num_classes, "num_classes", low=1)
+    _checks.check_int(in_channels, "in_channels", low=1)
+    for name, value in more.items():
+        _checks.check_int(value, name, low=1)
+
+
+def _listed(value, name):
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(f"{name} must be a non-empty list or tuple, got {value!r}")
+    return value

@@ -9,6 +9,12 @@ A method receives a deep copy of the trained baseline and a `StudyContext` (the 
 example input, the epoch budget for fine-tuning, the device) and returns the compressed model,
 which may be the same object changed in place or a new, smaller one. The study then measures
 its accuracy, parameters, nonzeros, MACs, bytes and latency with `minicompress.measure`.
+
+Latency is measured once every method has run, all models together with
+`measure.compare_latency` (one thread, finely interleaved, `latency_rounds` rounds), at two batch
+sizes: one image ("latency_ms"), where a model as small as LeNet-5 spends most of its time
+on call overhead, and `LATENCY_BATCH` images ("latency_b64_ms"), where the arithmetic the
+MACs count dominates.
 """
 
 import copy
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import data, measure, models, train
+from . import _checks, data, measure, models, train
 from .pruning import GradualPruning, make_permanent, prune_unstructured
 from .pruning.slimming import slim
 from .pruning.bn_sparsity import BNSparsity
@@ -245,6 +251,11 @@ METHODS = {
 }
 
 
+# The batch of the second latency column: at 64 images even LeNet-5's forward pass is
+# dominated by its convolutions and matrix products, not by per-call overhead.
+LATENCY_BATCH = 64
+
+
 def run_study(
     methods=("baseline",),
     dataset="mnist5k",
@@ -256,6 +267,7 @@ def run_study(
     device=None,
     threads=1,
     progress=True,
+    latency_rounds=5,
 ):
     """Train `model` on `dataset`, apply each method to a copy, and measure every result.
 
@@ -268,25 +280,32 @@ def run_study(
         device: "cpu", "cuda", "auto" or None (CPU). Latency is always measured on the CPU
             with `threads` threads.
         progress: show progress bars.
+        latency_rounds: rounds of `measure.compare_latency`, an int >= 1.
 
     Returns:
         A list of dicts, one per method in order: "name", "accuracy", the keys of
-        `measure.summary`, "seconds" (time the method took, training included), and
+        `measure.summary` ("latency_ms" is per forward pass of one image),
+        "latency_b64_ms" (per forward pass of `LATENCY_BATCH` images), "seconds" (time
+        the method took, training included), and
         "size_format": "size_bytes" is the smallest file among `measure.SIZE_FORMATS`
         (dense for a dense model, CSR or bitmask for a pruned one) and this names it;
         "size_csr_bytes" is the CSR file's size whichever is smallest. A method
         that raises `NotApplicable` has no row; a warning says which and why.
     """
-    methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"
-        )
+    methods = list(_checks.check_names(methods, "methods"))
+    for method in methods:
+        _checks.check_choice(method, "methods", METHODS)
     if "baseline" not in methods:
         methods.insert(0, "baseline")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    _checks.check_choice(dataset, "dataset", data.DATASETS)
+    _checks.check_choice(model, "model", models.MODELS)
+    _checks.check_int(epochs, "epochs", low=1)
+    _checks.check_int(batch_size, "batch_size", low=1)
+    _checks.check_real(lr, "lr", low=0, low_open=True)
+    _checks.check_int(seed, "seed")
+    _checks.check_int(threads, "threads", low=1)
+    _checks.check_bool(progress, "progress")
+    latency_rounds = _checks.check_int(latency_rounds, "latency_rounds", low=1)
 
     device = train.resolve_device(device)
     train.seed_everything(seed)
@@ -312,7 +331,7 @@ def run_study(
     )
     trained_seconds = time.perf_counter() - start
 
-    rows, skipped = [], {}
+    rows, skipped, compressed_models = [], {}, {}
     for name in methods:
         train.seed_everything(seed)
         start = time.perf_counter()
@@ -331,9 +350,10 @@ def run_study(
         row = {
             "name": name,
             **measure.summary(
-                compressed, example_input, threads=threads, accuracy=accuracy
+                compressed, example_input, accuracy=accuracy, latency=False
             ),
         }
+        compressed_models[name] = compressed
         # A pruned model is only smaller on disk in a sparse format: report the smallest
         # real file among the formats measure knows, and which format that was.
         sizes = {
@@ -344,6 +364,17 @@ def run_study(
         row["size_csr_bytes"] = sizes["csr"]
         row["seconds"] = seconds
         rows.append(row)
+    # Every model timed in the same calls, interleaved: ratios between rows then hold on a
+    # shared machine, where one-shot timings do not.
+    for key, batch in (("latency_ms", 1), ("latency_b64_ms", LATENCY_BATCH)):
+        timed = measure.compare_latency(
+            compressed_models,
+            torch.randn(batch, *shape),
+            rounds=latency_rounds,
+            threads=threads,
+        )
+        for row in rows:
+            row[key] = timed[row["name"]]
     if skipped:
         for name, reason in skipped.items():
             warnings.warn(f"study method {name!r} skipped: {reason}", stacklevel=2)
@@ -352,6 +383,8 @@ def run_study(
 
 def build_for(model, dataset):
     """Build reference model `model` shaped for `dataset`'s images and ten classes."""
+    _checks.check_choice(model, "model", models.MODELS)
+    _checks.check_choice(dataset, "dataset", data.DATASETS)
     channels, height, _ = data.input_shape(dataset)
     options = {"input_size": height} if model == "lenet300" else {}
     return models.build(model, num_classes=10, in_channels=channels, **options)
@@ -364,6 +397,21 @@ def plot_study(rows, path=None, title=None):
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+        raise TypeError(
+            f"rows must be a list of run_study rows, got {type(rows).__name__}"
+        )
+    for row in rows:
+        missing = [
+            k
+            for k in ("name", "size_bytes", "accuracy")
+            if not isinstance(row, dict) or k not in row
+        ]
+        if missing:
+            raise ValueError(f"rows must be run_study rows; a row lacks {missing}")
+    _checks.check_path(path, "path")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {title!r}")
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         size_kib = row["size_bytes"] / 1024

@@ -131,6 +131,27 @@ def test_trace_names_where_it_failed():
         _checks.trace(_Branchy(), "quantization")
 
 
+def test_int_sequences_devices_and_paths():
+    assert _checks.check_ints([8, "M"][:1], "widths", low=1) == (8,)
+    with pytest.raises(ValueError, match="each of widths must be an int >= 1, got 0"):
+        _checks.check_ints((8, 0), "widths", low=1)
+    with pytest.raises(TypeError, match="widths must be a non-empty list or tuple"):
+        _checks.check_ints(8, "widths")
+    assert _checks.check_device(None) is None
+    assert _checks.check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device 'gpu0' is not a device"):
+        _checks.check_device("gpu0")
+    with pytest.raises(TypeError, match="device must be a str"):
+        _checks.check_device(3)
+    with pytest.raises(TypeError, match="root must be a path"):
+        _checks.check_path(3, "root")
+
+
+def test_forward_names_the_shape_that_does_not_fit():
+    with pytest.raises(ValueError, match=r"inputs of shape \(2, 3\) does not fit Linear"):
+        _checks.forward(nn.Linear(4, 2), torch.zeros(2, 3))
+
+
 def test_axis_must_be_a_dimension_of_the_tensor():
     x = torch.zeros(2, 3, 4)
     assert _checks.check_axis(-1, x) == 2 and _checks.check_axis(None, x) is None

@@ -50,9 +50,11 @@ def test_input_shape(name, shape):
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*mnist5k"):
+    with pytest.raises(
+        ValueError, match="name must be one of 'mnist5k'.*got 'imagenet'"
+    ):
         data.load("imagenet")
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="name must be one of"):
         data.loaders("imagenet")
 
 
@@ -73,6 +75,31 @@ def test_loaders_with_the_same_seed_give_the_same_batches():
     other = next(iter(data.loaders("digits", batch_size=16, seed=4)[0]))
     assert torch.equal(first[1], again[1])
     assert not torch.equal(first[1], other[1])
+
+
+def test_validation_is_a_stratified_held_out_part_of_the_training_images():
+    train_loader, validation_loader, test_loader = data.loaders(
+        "mnist5k", batch_size=500, seed=3, validation=500
+    )
+    held, held_labels = next(iter(validation_loader))
+    assert len(train_loader.dataset) == 3500 and len(held) == 500
+    assert torch.bincount(held_labels).tolist() == [50] * 10  # stratified
+    assert len(test_loader.dataset) == 1000
+    # Disjoint from what is trained on, and the same split for the same seed.
+    trained = torch.cat([x for x, _ in train_loader])
+    rows = {tuple(x.flatten()[::5].tolist()) for x in trained}
+    assert not rows & {tuple(x.flatten()[::5].tolist()) for x in held}
+    again = next(iter(data.loaders("mnist5k", seed=3, validation=500)[1]))[0]
+    assert torch.equal(again[:5], held[:5])
+
+
+@pytest.mark.parametrize(
+    "validation, error",
+    [(-1, ValueError), (4000, ValueError), (1.5, TypeError), (True, TypeError)],
+)
+def test_validation_must_be_a_count_smaller_than_the_training_set(validation, error):
+    with pytest.raises(error, match="validation must be"):
+        data.loaders("mnist5k", validation=validation)
 
 
 def test_random_shift_moves_a_single_pixel_by_at_most_two():
@@ -187,5 +214,5 @@ def test_download_without_network_is_a_clear_error(tmp_path, monkeypatch, name, 
 
 
 def test_download_must_be_a_bool():
-    with pytest.raises(TypeError, match="download must be a bool"):
+    with pytest.raises(TypeError, match="download must be True or False"):
         data.load("mnist", download="yes")

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -69,7 +71,7 @@ def test_dense_size_is_four_bytes_per_element_plus_a_small_header():
 
 
 def test_size_rejects_unknown_formats():
-    with pytest.raises(ValueError, match="unknown format 'zip'"):
+    with pytest.raises(ValueError, match="format must be one of 'dense', 'csr', 'bitmask', 'packed'; got 'zip'"):
         measure.size_bytes(nn.Linear(2, 2), format="zip")
 
 
@@ -90,6 +92,15 @@ def test_compare_latency_ranks_a_model_that_does_more_work_slower():
     assert list(ms) == ["once", "four times"]
     assert ms["four times"] > 1.5 * ms["once"]  # 4x the work; a margin for a busy machine
     assert nets["once"].training  # the mode is restored
+
+
+def test_compare_latency_gives_copies_of_one_model_about_the_same_time():
+    # Identical work timed together: the median of interleaved samples must not let one copy
+    # look much faster than another (the best of a few long runs could, on a busy machine).
+    net = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
+    copies = {name: copy.deepcopy(net) for name in "abc"}
+    ms = measure.compare_latency(copies, torch.zeros(32, 256), rounds=2, min_run_time=0.02)
+    assert max(ms.values()) < 1.5 * min(ms.values())
 
 
 def test_compare_latency_times_plain_callables_with_their_own_inputs():

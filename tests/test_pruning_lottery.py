@@ -98,8 +98,8 @@ def test_a_rewind_step_past_the_training_run_is_an_error():
         ({"sparsity": 1.0}, ValueError, r"sparsity must be a float in \[0, 1\)"),
         ({"rounds": 0}, ValueError, "rounds must be an int >= 1"),
         ({"rewind_step": -1}, ValueError, "rewind_step must be an int >= 0"),
-        ({"scope": "all"}, ValueError, "unknown scope 'all'"),
-        ({"train": None}, TypeError, "train must be a callable"),
+        ({"scope": "all"}, ValueError, "scope must be one of 'global', 'layer'; got 'all'"),
+        ({"train": None}, TypeError, "train must be callable"),
         ({"exclude": ["fc"]}, ValueError, "allowed names: 0"),
     ],
 )
@@ -138,5 +138,5 @@ def test_reinitialize_resets_unmasked_layers_and_batchnorm_too():
     reinitialize(net, seed=0)
     assert torch.equal(net[1].weight, torch.ones(2))
     assert torch.equal(net[1].running_mean, torch.zeros(2))
-    with pytest.raises(TypeError, match="seed must be an int or None"):
+    with pytest.raises(TypeError, match="seed must be an int, got '0'"):
         reinitialize(net, seed="0")

@@ -40,7 +40,7 @@ def test_mask_multiplies_the_weight_and_keeps_its_dtype():
 
 
 def test_mask_rejects_a_non_tensor():
-    with pytest.raises(TypeError, match="mask must be a tensor"):
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
         Mask([[True]])
 
 
@@ -162,7 +162,7 @@ def test_prunable_layers_errors_name_what_is_allowed():
         prunable_layers(small_net(), exclude=["fc9"])
     with pytest.raises(ValueError, match="leaves no layer"):
         prunable_layers(small_net(), exclude=["0", "3"])
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         prunable_layers("lenet5")
 
 

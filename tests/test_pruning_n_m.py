@@ -100,7 +100,7 @@ def test_prune_n_m_combines_with_an_existing_mask():
     [
         (3, 2, ValueError, r"n must be an int in \[1, m\] = \[1, 2\].*got 3"),
         (0, 4, ValueError, r"n must be an int in \[1, m\]"),
-        (1, 0, ValueError, "m must be an int >= 1"),
+        (1, 0, ValueError, r"m \(the group size\) must be an int >= 1"),
         (2.0, 4, TypeError, "n must be an int"),
     ],
 )

@@ -107,10 +107,10 @@ def test_iterative_pruning_targets_the_geometric_steps_and_fine_tunes_each_round
         ({"final_sparsity": 1.0}, r"final_sparsity must be a float in \[0, 1\)"),
         ({"initial_sparsity": 0.95}, "initial_sparsity must be <= final_sparsity"),
         ({"n_updates": 0}, "n_updates must be an int >= 1, got 0"),
-        ({"frequency": 2.5}, "frequency must be an int >= 1, got 2.5"),
+
         ({"begin_step": -1}, "begin_step must be an int >= 0, got -1"),
-        ({"scope": "model"}, "unknown scope 'model'"),
-        ({"method": "l1"}, "unknown method 'l1'"),
+        ({"scope": "model"}, "scope must be one of 'global', 'layer'; got 'model'"),
+        ({"method": "l1"}, "method must be one of 'magnitude', 'random'; got 'l1'"),
     ],
 )
 def test_bad_schedules_are_rejected_when_built(kwargs, message):
@@ -120,12 +120,19 @@ def test_bad_schedules_are_rejected_when_built(kwargs, message):
         GradualPruning(**args)
 
 
+def test_a_schedule_of_the_wrong_kind_is_a_type_error():
+    with pytest.raises(TypeError, match="frequency must be an int >= 1, got 2.5"):
+        GradualPruning(0.9, begin_step=0, n_updates=4, frequency=2.5)
+    with pytest.raises(TypeError, match="exclude must hold str names"):
+        GradualPruning(0.9, begin_step=0, n_updates=4, frequency=5, exclude=[3])
+
+
 def test_iterative_pruning_rejects_bad_input_before_changing_the_model():
     net = net_of_1000_weights()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match="rounds must be an int >= 1"):
         prune_iteratively(net, 0.5, rounds=0, fine_tune=lambda m: None)
-    with pytest.raises(TypeError, match="fine_tune must be a callable"):
+    with pytest.raises(TypeError, match="fine_tune must be callable"):
         prune_iteratively(net, 0.5, rounds=2, fine_tune=None)
     with pytest.raises(ValueError, match="allowed names: 0, 2"):
         prune_iteratively(net, 0.5, rounds=2, fine_tune=lambda m: None, exclude=["fc"])

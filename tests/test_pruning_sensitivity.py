@@ -86,10 +86,10 @@ def test_amounts_compound_on_an_already_pruned_layer():
         (
             {"amounts": [0.5, 1.0]},
             ValueError,
-            r"each amount must be a float in \[0, 1\), got 1.0",
+            r"each of amounts must be a float in \[0, 1\), got 1.0",
         ),
-        ({"evaluate": "accuracy"}, TypeError, "evaluate must be a callable"),
-        ({"method": "taylor"}, ValueError, "unknown method 'taylor'"),
+        ({"evaluate": "accuracy"}, TypeError, "evaluate must be callable"),
+        ({"method": "taylor"}, ValueError, "method must be one of 'magnitude', 'random'; got 'taylor'"),
         ({"exclude": ["fc"]}, ValueError, "allowed names: 0, 2"),
     ],
 )

@@ -105,8 +105,8 @@ def test_masked_and_permanent_models_have_the_same_size_in_every_format():
 
 def test_unknown_format_names_the_allowed_ones():
     with pytest.raises(
-        ValueError, match="unknown format 'coo'; choose one of dense, csr, bitmask"
+        ValueError, match="format must be one of 'dense', 'csr', 'bitmask', 'packed'; got 'coo'"
     ):
         measure.size_bytes(nn.Linear(2, 2), format="coo")
-    with pytest.raises(ValueError, match="unknown format 'coo'"):
+    with pytest.raises(ValueError, match="format must be one of 'dense', 'csr', 'bitmask', 'packed'; got 'coo'"):
         measure.encode_tensor(torch.ones(2, 2), "coo")

@@ -10,6 +10,7 @@ def test_pruning_rows_reach_ninety_percent_and_report_their_csr_size():
         model="lenet300",
         epochs=3,
         progress=False,
+        latency_rounds=1,
     )
     assert [r["name"] for r in rows] == ["baseline", "magnitude_90", "gradual_90"]
     weights = 64 * 300 + 300 * 100 + 100 * 10

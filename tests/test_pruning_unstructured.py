@@ -19,6 +19,7 @@ from minicompress.pruning import (
     prune_unstructured,
     sparsity,
 )
+from minicompress.pruning.unstructured import drop_lowest
 
 
 def lenet():
@@ -197,7 +198,7 @@ def test_ln_structured_zeroes_whole_rows_of_a_literal_weight():
 def test_ln_structured_rejects_a_bad_norm_or_dim_and_changes_nothing():
     net = lenet()
     before = state(net)
-    with pytest.raises(ValueError, match="n must be a number > 0"):
+    with pytest.raises(ValueError, match=r"n \(or math.inf\) must be a finite number > 0"):
         prune_ln_structured(net, 0.5, n=0)
     with pytest.raises(ValueError, match=r"dim must be in \[-2, 1\] for layer 'fc1'"):
         prune_ln_structured(net, 0.5, dim=3)
@@ -217,12 +218,12 @@ def test_ln_structured_rejects_a_bad_norm_or_dim_and_changes_nothing():
         (
             {"amount": 0.5, "method": "l2"},
             ValueError,
-            "unknown method 'l2'; choose one of 'magnitude', 'random'",
+            "method must be one of 'magnitude', 'random'; got 'l2'",
         ),
         (
             {"amount": 0.5, "scope": "net"},
             ValueError,
-            "unknown scope 'net'; choose one of 'global', 'layer'",
+            "scope must be one of 'global', 'layer'; got 'net'",
         ),
         (
             {"amount": 0.5, "exclude": ["fc4"]},
@@ -252,3 +253,19 @@ def test_a_model_without_prunable_layers_is_an_error():
 def test_amount_zero_masks_nothing():
     net = prune_unstructured(lenet(), 0.0)
     assert sparsity(net) == 0.0
+
+
+def test_drop_lowest_removes_the_k_lowest_alive_scores_of_a_group():
+    # Worked by hand: alive scores 4, 1 (layer a) and 2, 5 (layer b); the dead entry of a
+    # (score 0.5) does not compete. Dropping k = 2 removes the scores 1 and 2.
+    scores = [torch.tensor([4.0, 1.0, 0.5]), torch.tensor([2.0, 5.0])]
+    masks = [torch.tensor([True, True, False]), torch.tensor([True, True])]
+    new = drop_lowest(scores, masks, 2)
+    assert [m.tolist() for m in new] == [[True, False, False], [False, True]]
+    assert [m.tolist() for m in masks] == [
+        [True, True, False],
+        [True, True],
+    ]  # inputs kept
+    assert [m.tolist() for m in drop_lowest(scores, masks, 0)] == [
+        m.tolist() for m in masks
+    ]

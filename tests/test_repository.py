@@ -25,6 +25,16 @@ def test_readme_gives_the_two_fresh_machine_commands():
     assert "pytest" in tests and "--nbval" in tests and "notebooks" in tests
 
 
+def test_the_test_command_compares_notebook_outputs_after_sanitizing():
+    # Lax mode only executes the cells; the strict mode with the sanitizers compares every
+    # code cell's text output with the committed one (tests/test_notebook_outputs.py shows
+    # it failing on a stale notebook).
+    tests = readme_commands()[1]
+    assert "--nbval-lax" not in tests.split()
+    assert "--nbval --nbval-sanitize-with notebooks/sanitize.cfg" in tests
+    assert (ROOT / "notebooks" / "sanitize.cfg").is_file()
+
+
 def test_ci_runs_the_readmes_test_command():
     pytest_command = readme_commands()[1].split("&& ")[-1]
     ci = (ROOT / ".ci" / "run").read_text()

@@ -108,9 +108,9 @@ def test_evaluate_restores_training_mode():
     "kwargs, error, match",
     [
         ({"epochs": -1}, ValueError, "epochs must be an int >= 0"),
-        ({"epochs": 1, "lr": 0}, ValueError, "lr must be a number > 0"),
-        ({"epochs": 1, "schedule": "cosine"}, ValueError, "unknown schedule 'cosine'"),
-        ({"epochs": 1, "callbacks": [object()]}, TypeError, "has none of the methods"),
+        ({"epochs": 1, "lr": 0}, ValueError, "lr must be a finite number > 0"),
+        ({"epochs": 1, "schedule": "cosine"}, ValueError, "schedule must be one of 'constant', 'onecycle'; got 'cosine'"),
+        ({"epochs": 1, "callbacks": [object()]}, TypeError, "callbacks must hold objects with a method"),
     ],
 )
 def test_fit_rejects_bad_arguments_before_touching_the_model(kwargs, error, match):

@@ -19,17 +19,23 @@ Structured pruning (a new, physically smaller model of the same class; the calle
 never modified; any model torch.fx can trace):
 
     dependency     build_dependency_graph -> DependencyGraph of coupled ChannelGroups
-    graph_ops      the operations the graph follows (an unknown one is an error naming it)
-    criteria       channel_scores: "l1", "l2", "bn_scale", "taylor", "fpgm", "random"
-    structured     prune_channels, prune_channels_to_macs, select_channels,
-                   recalibrate_batchnorm (BatchNorm statistics after pruning)
+    channel_roles  the table of what each op does to channels (graph_ops is its former name);
+                   flow_rules, shape_rules: how channels flow through each role
+    layer_kinds    the table of layer kinds (conv, grouped, depthwise, linear, BatchNorm,
+                   LayerNorm): how each couples, is cut, and takes part in compensation
+    criteria       channel_scores picks one core: l1_scores, l2_scores, bn_scale_scores,
+                   taylor_scores, fpgm_scores, random_scores
+    structured     prune_channels, prune_channels_to_macs
+    channel_selection   select_channels (keep masks from scores)
+    recalibration  recalibrate_batchnorm (EagleEye: BatchNorm statistics after pruning)
     surgery        remove_channels: cut channels out of every coupled tensor
     compensation   channel_constants, fold_offsets: the activation-offset fold (Ye et al. 2018)
     bn_sparsity    BNSparsity: sparsity training on BatchNorm scales (a train.fit callback)
-    slimming       slim / plan_slim / apply_plan with the six
-                   variants normal, shortcut, slim, regular, layer, layer_channel;
-                   percent_for_macs
-    layer_pruning  residual_units, remove_units (whole residual blocks)
+    slimming       slim / plan_slim / apply_plan, percent_for_macs
+    slim_variants  one plan function per variant: normal_plan, shortcut_plan, slim_plan,
+                   regular_plan, layer_plan, layer_channel_plan
+    unit_removal   residual_units, remove_units (whole residual blocks; layer_pruning is its
+                   former name)
 """
 
 from .at_init import (
@@ -59,9 +65,18 @@ from .unstructured import (
     prune_to_sparsity,
     prune_unstructured,
 )
-from .criteria import CRITERIA, channel_scores
+from .criteria import (
+    CRITERIA,
+    bn_scale_scores,
+    channel_scores,
+    fpgm_scores,
+    l1_scores,
+    l2_scores,
+    random_scores,
+    taylor_scores,
+)
 from .dependency import ChannelGroup, DependencyGraph, build_dependency_graph
-from .layer_pruning import remove_units, residual_units
+from .unit_removal import remove_units, residual_units
 from .bn_sparsity import BNSparsity
 from .slimming import (
     VARIANTS,
@@ -70,6 +85,14 @@ from .slimming import (
     percent_for_macs,
     plan_slim,
     slim,
+)
+from .slim_variants import (
+    layer_channel_plan,
+    layer_plan,
+    normal_plan,
+    regular_plan,
+    shortcut_plan,
+    slim_plan,
 )
 from .structured import (
     prune_channels,

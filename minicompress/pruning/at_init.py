@@ -30,8 +30,8 @@ import torch
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from .masks import _check_fraction, apply_mask, get_mask, prunable_layers
-from .schedules import _check_positive_int
+from .. import _checks
+from .masks import apply_mask, get_mask, prunable_layers
 from .unstructured import _drop_lowest, prune_by_scores
 
 __all__ = [
@@ -81,12 +81,7 @@ def grasp_scores(model, inputs, targets, loss_fn=None, temperature=1.0):
     Returns:
         A dict {layer name: tensor of the weight's shape}; larger = keep, may be negative.
     """
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not temperature > 0
-    ):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    _checks.check_real(temperature, "temperature", low=0, low_open=True)
     plain, variables = _differentiable_copy(model)
     loss = _loss(plain, inputs, targets, loss_fn, temperature)
     tensors = list(variables.values())
@@ -124,7 +119,7 @@ def prune_snip(model, amount, inputs, targets, loss_fn=None, exclude=()):
     See `snip_scores` for the score and arguments; `amount` in [0, 1) as in
     `prune_unstructured`. Returns the model, pruned in place.
     """
-    amount = _check_fraction(amount, "amount")
+    amount = _checks.check_fraction(amount, "amount")
     names = prunable_layers(model, exclude)
     scores = snip_scores(model, inputs, targets, loss_fn)
     return prune_by_scores(model, {n: scores[n] for n in names}, amount)
@@ -138,7 +133,7 @@ def prune_grasp(
     Equivalently, remove the weights with the largest S(−w) = −w ⊙ Hg of Wang et al.
     See `grasp_scores`. Returns the model, pruned in place.
     """
-    amount = _check_fraction(amount, "amount")
+    amount = _checks.check_fraction(amount, "amount")
     names = prunable_layers(model, exclude)
     scores = grasp_scores(model, inputs, targets, loss_fn, temperature)
     return prune_by_scores(model, {n: scores[n] for n in names}, amount)
@@ -163,29 +158,13 @@ def prune_synflow(model, amount, example_input, iterations=100, exclude=()):
     Returns:
         The model, pruned in place.
     """
-    amount = _check_fraction(amount, "amount")
-    _check_positive_int(iterations, "iterations")
+    amount = _checks.check_fraction(amount, "amount")
+    _checks.check_int(iterations, "iterations", low=1)
     names = list(prunable_layers(model, exclude))
     # The rounds mask a linearised copy; the model changes only when all are done.
-    linear, variables = _linearised_copy(model)
-    every = prunable_layers(linear)
-    layers = {name: every[name] for name in names}
-    start = sum(int(get_mask(m).sum()) for m in layers.values())
-    final = start - round(amount * start)
-    for j in range(1, iterations + 1):
-        keep = (
-            final
-            if j == iterations
-            else round(start * (1 - amount) ** (j / iterations))
-        )
-        scores = _synaptic_flow(linear, variables, example_input)
-        masks = _drop_lowest(
-            layers, scores, "global", lambda alive, _: max(0, alive - keep)
-        )
-        for name, module in layers.items():
-            apply_mask(module, masks[name])
+    masks = _synflow_masks(model, names, amount, example_input, iterations)
     for name, module in prunable_layers(model, exclude).items():
-        apply_mask(module, get_mask(layers[name]))
+        apply_mask(module, masks[name])
     return model
 
 
@@ -200,7 +179,8 @@ def _differentiable_copy(model):
     0 on pruned ones, so pruned weights score 0 and do not count in GraSP's gradient norm.
     The copy keeps the caller's model (BatchNorm statistics, gradients) untouched.
     """
-    prunable_layers(model)  # a model without Conv/Linear layers fails here
+    for name, module in prunable_layers(model).items():  # none: an error here
+        _checks.check_tensor(module.weight, f"the weight of {name!r}", finite=True)
     plain = copy.deepcopy(model)
     variables = {}
     for name, module in prunable_layers(plain).items():
@@ -230,32 +210,56 @@ def _linearised_copy(model):
     return linear, variables
 
 
+def _synflow_masks(model, names, amount, example_input, iterations):
+    """The core of SynFlow pruning: n rounds of rescoring and dropping, on a linearised copy.
+
+    Returns {layer name: bool mask}; round j keeps (1 − amount)^(j/n) of the weights
+    alive at the start, the last round exactly round(amount · n_alive) fewer.
+    """
+    linear, variables = _linearised_copy(model)
+    every = prunable_layers(linear)
+    layers = {name: every[name] for name in names}
+    start = sum(int(get_mask(m).sum()) for m in layers.values())
+    final = start - round(amount * start)
+    n = iterations
+    for j in range(1, n + 1):
+        keep = final if j == n else round(start * (1 - amount) ** (j / n))
+        # |∂R/∂w ⊙ w| of the weights still alive, rescored every round
+        scores = _synaptic_flow(linear, variables, example_input)
+        masks = _drop_lowest(
+            layers, scores, "global", lambda alive, _: max(0, alive - keep)
+        )
+        for name, module in layers.items():
+            apply_mask(module, masks[name])
+    return {name: get_mask(module) for name, module in layers.items()}
+
+
 def _synaptic_flow(linear, variables, example_input):
     """|∂R/∂w ⊙ w| with R the summed output of the linearised net on an all-ones input."""
-    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
+    _checks.check_tensor(example_input, "example_input")
+    if example_input.dim() < 2:
         raise ValueError(
-            "example_input must be a tensor (B, ...) giving the input shape, got "
-            f"{getattr(example_input, 'shape', example_input)!r}"
+            f"example_input must be a batch (B, ...) giving the input shape, got shape "
+            f"{tuple(example_input.shape)}"
         )
     ones = torch.ones(
         (1, *example_input.shape[1:]), dtype=torch.float64, device=example_input.device
     )
-    flow = linear(ones).sum()  # R
+    flow = _checks.forward(linear, ones, "example_input").sum()  # R
     grads = torch.autograd.grad(flow, list(variables.values()))
     weights = _weights(linear)
     return {name: (g * weights[name]).abs() for name, g in zip(variables, grads)}
 
 
 def _loss(model, inputs, targets, loss_fn, temperature):
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise TypeError(
-            f"inputs and targets must be tensors, got {type(inputs).__name__} and "
-            f"{type(targets).__name__}"
-        )
+    _checks.check_tensor(inputs, "inputs", finite=True)
+    _checks.check_tensor(targets, "targets")
+    if loss_fn is not None:
+        _checks.check_callable(loss_fn, "loss_fn")
     if len(inputs) != len(targets):
         raise ValueError(
             f"inputs and targets must hold the same number of examples, got {len(inputs)} "
             f"and {len(targets)}"
         )
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
-    return loss_fn(model(inputs) / temperature, targets)
+    return loss_fn(_checks.forward(model, inputs) / temperature, targets)

@@ -16,6 +16,8 @@ Entry point: `BNSparsity(s=1e-3, schedule="constant", total_steps=None, layers=N
 import torch
 from torch import nn
 
+from .. import _checks
+
 __all__ = ["BNSparsity", "SCHEDULES"]
 
 SCHEDULES = ("constant", "global_decay", "local_decay")
@@ -40,31 +42,34 @@ class BNSparsity:
             "local_decay" (after half, s on the 85 % of channels with the smallest |gamma|,
             s / 100 on the rest). The decays trade compression for accuracy.
         total_steps: optimizer steps of the run, required by the decays (epochs * batches).
-        layers: names of the BatchNorm modules to penalise, or None for all of them.
+        layers: names of the BatchNorm modules to penalise (a str or a list of str), or None
+            for all of them.
 
     Example:
-        >>> train.fit(model, loader, 5, callbacks=[BNSparsity(1e-4)])
+        >>> net = models.build("vgg_small", widths=(4, "M", 8))  # every gamma starts at 1
+        >>> sgd, batches = torch.optim.SGD(net.parameters(), lr=0.1), [(torch.ones(4, 1, 8, 8), torch.zeros(4).long())]
+        >>> _ = train.fit(net, batches, 10, optimizer=sgd, progress=False, callbacks=[BNSparsity(0.5)])
+        >>> float(net.features[0][1].weight.abs().mean()) < 0.6  # 10 steps of lr * s = 0.05
+        True
     """
 
     def __init__(self, s=1e-3, schedule="constant", total_steps=None, layers=None):
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
-            raise ValueError(f"s must be a float >= 0, got {s!r}")
-        if schedule not in SCHEDULES:
+        s = _checks.check_real(s, "s", low=0)
+        _checks.check_choice(schedule, "schedule", SCHEDULES)
+        if schedule != "constant" and total_steps is None:
             raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
-            )
-        if schedule != "constant" and (
-            isinstance(total_steps, bool)
-            or not isinstance(total_steps, int)
-            or total_steps < 1
-        ):
-            raise ValueError(
-                f"schedule {schedule!r} needs total_steps, an int >= 1, got {total_steps!r}"
+                f"schedule {schedule!r} needs total_steps, an int >= 1, got None"
             )
         if schedule == "constant" and total_steps is not None:
             raise ValueError("total_steps is used by the decaying schedules only")
-        self.s, self.schedule, self.total_steps = float(s), schedule, total_steps
-        self.layers = None if layers is None else list(layers)
+        if total_steps is not None:
+            _checks.check_int(total_steps, "total_steps", low=1)
+        self.s, self.schedule, self.total_steps = s, schedule, total_steps
+        # A single name is one layer ("bn1", not "b", "n", "1"); the names are checked
+        # against the model, as BatchNorms, at every step before any gradient changes.
+        self.layers = (
+            None if layers is None else list(_checks.check_names(layers, "layers"))
+        )
 
     def after_backward(self, model, step):
         norms = self._norms(model)
@@ -94,7 +99,10 @@ class BNSparsity:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
                 and m.weight is not None
             ]
-        return [model.get_submodule(name) for name in self.layers]
+        kinds = (nn.modules.batchnorm._BatchNorm,)
+        return list(
+            _checks.check_module_names(model, self.layers, "layers", kinds).values()
+        )
 
     def __repr__(self):
         return f"BNSparsity(s={self.s}, schedule={self.schedule!r}, total_steps={self.total_steps})"

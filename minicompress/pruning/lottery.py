@@ -21,9 +21,16 @@ Entry points:
 import torch
 from torch.nn.utils import parametrize
 
-from .masks import Mask, _check_fraction, _own_class, apply_mask, prunable_layers
-from .schedules import _check_nonnegative_int, _check_positive_int
-from .unstructured import SCOPES, _check_choice, prune_to_sparsity
+from .. import _checks
+from .masks import (
+    Mask,
+    _own_class,
+    apply_mask,
+    is_pruned,
+    make_permanent,
+    prunable_layers,
+)
+from .unstructured import SCOPES, prune_to_sparsity
 
 __all__ = ["find_ticket", "reinitialize"]
 
@@ -68,36 +75,60 @@ def find_ticket(
         ValueError: bad sparsity, rounds, rewind_step, scope or exclude (model unchanged),
             or a first training run shorter than k steps (model trained once by then).
     """
-    sparsity = _check_fraction(sparsity, "sparsity")
-    _check_positive_int(rounds, "rounds")
-    _check_nonnegative_int(rewind_step, "rewind_step")
-    _check_choice(scope, "scope", SCOPES)
-    if not callable(train):
-        raise TypeError(
-            f"train must be a callable train(model, callbacks), got {train!r}"
-        )
-    if on_round is not None and not callable(on_round):
-        raise TypeError(f"on_round must be callable or None, got {on_round!r}")
+    sparsity = _checks.check_fraction(sparsity, "sparsity")
+    _checks.check_int(rounds, "rounds", low=1)
+    _checks.check_int(rewind_step, "rewind_step", low=0)
+    _checks.check_choice(scope, "scope", SCOPES)
+    _checks.check_callable(train, "train")
+    if on_round is not None:
+        _checks.check_callable(on_round, "on_round")
     layers = prunable_layers(model, exclude)
     # An all-True mask on every pruned layer first, so the state's keys stay the same
-    # through the rounds and θ_k can be written back key by key.
+    # through the rounds and θ_k can be written back key by key. If the first training run
+    # fails, those masks come off again (the weights are then as the run left them).
+    added = [m for m in layers.values() if not is_pruned(m)]
     for module in layers.values():
         apply_mask(module, torch.ones_like(module.weight, dtype=torch.bool))
+    try:
+        return _rounds(
+            model, train, sparsity, rounds, rewind_step, scope, exclude, on_round
+        )
+    except Exception:
+        for module in added:
+            if is_pruned(module) and bool(module.parametrizations.weight[0].mask.all()):
+                make_permanent(module)
+        raise
+
+
+def _rounds(model, train, sparsity, rounds, rewind_step, scope, exclude, on_round):
+    """The IMP loop of `find_ticket`, on a model whose pruned layers all carry a mask."""
     recorder = _Rewind(rewind_step)
     if rewind_step == 0:
         recorder.state = _weights(model)
+    return _imp_rounds(
+        model, train, sparsity, rounds, recorder, scope, exclude, on_round
+    )
+
+
+def _imp_rounds(model, train, sparsity, rounds, rewind, scope, exclude, on_round):
+    """The core of IMP: R rounds of train → prune to s_r by |θ| → rewind to θ_k.
+
+    `rewind` records θ_k during the first training run (or holds θ_0 already).
+    """
     for r in range(1, rounds + 1):
-        train(model, [recorder] if recorder.state is None else [])
-        if recorder.state is None:
+        # θ_k is recorded during the first training run.
+        train(model, [rewind] if rewind.state is None else [])
+        if rewind.state is None:
             raise ValueError(
-                f"rewind_step={rewind_step} but the first training run ended before step "
-                f"{rewind_step} or did not pass the callbacks on to train.fit"
+                f"rewind_step={rewind.step} but the first training run ended before step "
+                f"{rewind.step} or did not pass the callbacks on to train.fit"
             )
-        target = 1 - (1 - sparsity) ** (r / rounds)
-        prune_to_sparsity(model, target, scope=scope, exclude=exclude)
-        _load_weights(model, recorder.state)
+        # The same share of the survivors goes each round; the smallest |θ| go.
+        s_r = 1 - (1 - sparsity) ** (r / rounds)
+        prune_to_sparsity(model, s_r, scope=scope, exclude=exclude)
+        _load_weights(model, rewind.state)  # θ ← θ_k, the masks stay
         if on_round is not None:
-            on_round(model, r, target)
+            on_round(model, r, s_r)
     return model
 
 
@@ -111,16 +142,21 @@ def reinitialize(model, seed=None):
 
     Args:
         model: the `nn.Module` to reinitialize in place.
-        seed: an int to seed torch's RNG with first, or None to use its current state.
+        seed: an int: the initializers draw from a fork of torch's RNG seeded with it, and
+            the global random state is the same afterwards; None (default) draws from the
+            global RNG as `reset_parameters` does.
 
     Returns:
         The model.
     """
+    _checks.check_module(model)
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        torch.manual_seed(seed)
-    with torch.no_grad():
+        _checks.check_int(seed, "seed")
+    # torch's initializers draw from the global RNG; with a seed, they draw from a fork of it,
+    # so the caller's random state is the same afterwards.
+    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
         for module in model.modules():
             if not callable(getattr(module, "reset_parameters", None)):
                 continue

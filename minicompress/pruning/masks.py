@@ -22,11 +22,11 @@ Entry points:
     make_permanent(model)      bake masks into the weights and remove the parametrizations
 """
 
-import numbers
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from .. import _checks
 
 __all__ = [
     "Mask",
@@ -51,8 +51,7 @@ class Mask(nn.Module):
 
     def __init__(self, mask):
         super().__init__()
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a tensor, got {type(mask).__name__}")
+        _checks.check_tensor(mask, "mask")
         self.register_buffer("mask", mask.detach().to(torch.bool).clone())
 
     def forward(self, weight):
@@ -78,8 +77,8 @@ def prunable_layers(model, exclude=()):
         ValueError: the model has no Conv/Linear layer, an excluded name is not one of them,
             or every layer is excluded.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    _checks.check_module(model)
+    exclude = _checks.check_names(exclude, "exclude")
     layers = {
         name: module
         for name, module in model.named_modules()
@@ -90,7 +89,6 @@ def prunable_layers(model, exclude=()):
             f"model {type(model).__name__} has no prunable layers; pruning masks the weight "
             "of Conv and Linear modules"
         )
-    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     unknown = [name for name in exclude if name not in layers]
     if unknown:
         raise ValueError(
@@ -107,7 +105,7 @@ def prunable_layers(model, exclude=()):
 
 def get_mask(module, name="weight"):
     """The bool mask of `module.<name>`: the combined Mask parametrizations, or all True."""
-    tensor = getattr(module, name)
+    tensor = _tensor_of(module, name)
     found = _mask_module(module, name)
     if found is None:
         return torch.ones_like(tensor, dtype=torch.bool)
@@ -116,6 +114,7 @@ def get_mask(module, name="weight"):
 
 def is_pruned(module, name="weight"):
     """Whether `module.<name>` carries a Mask parametrization."""
+    _tensor_of(module, name)
     return _mask_module(module, name) is not None
 
 
@@ -131,9 +130,8 @@ def apply_mask(module, mask, name="weight"):
     Raises:
         ValueError: the mask's shape differs from the weight's.
     """
-    tensor = getattr(module, name)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a tensor, got {type(mask).__name__}")
+    tensor = _tensor_of(module, name)
+    _checks.check_tensor(mask, "mask")
     if mask.shape != tensor.shape:
         raise ValueError(
             f"mask has shape {tuple(mask.shape)} but {name} has shape {tuple(tensor.shape)}"
@@ -157,6 +155,7 @@ def sparsity(model, per_layer=False):
     Returns:
         A float in [0, 1], or with `per_layer=True` a dict {layer name: float}.
     """
+    per_layer = _checks.check_bool(per_layer, "per_layer")
     counts = {}
     with torch.no_grad():
         for name, module in prunable_layers(model).items():
@@ -187,6 +186,7 @@ def make_permanent(model):
         ValueError: a Mask sits after another parametrization of the same tensor, where
             baking it into the stored weight would change what the layer computes.
     """
+    _checks.check_module(model)
     todo = []
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
@@ -253,10 +253,12 @@ def _write_mask(module, mask, name="weight"):
         found.mask.copy_(mask)
 
 
-def _check_fraction(value, arg):
-    """`value` must be a real number in [0, 1): the meaning of `amount` and of a sparsity target."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{arg} must be a float in [0, 1), got {value!r}")
-    if not 0 <= value < 1:  # also rejects NaN
-        raise ValueError(f"{arg} must be a float in [0, 1), got {value!r}")
-    return float(value)
+def _tensor_of(module, name):
+    """`module.<name>`, checked to be a tensor of a module."""
+    _checks.check_module(module, "module")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"name {name!r} is not a tensor of {type(module).__name__}")
+    return tensor

@@ -26,6 +26,7 @@ papers; torch.ao's `WeightNormSparsifier` counts `zeros_per_block` instead.
 
 import torch
 
+from .. import _checks
 from .masks import apply_mask, get_mask, prunable_layers
 
 __all__ = ["n_m_mask", "prune_n_m"]
@@ -52,10 +53,11 @@ def n_m_mask(weight, n=2, m=4):
         tensor([[False,  True,  True, False]])
     """
     _check_n_m(n, m)
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+    _checks.check_tensor(weight, "weight", finite=True)
+    if weight.dim() < 2:
         raise ValueError(
-            "weight must be a tensor with at least 2 dimensions (C_out, ...), got "
-            f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}"
+            "weight must have at least 2 dimensions (C_out, ...), got shape "
+            f"{tuple(weight.shape)}"
         )
     rows = weight.detach().reshape(weight.shape[0], -1)  # (C_out, K)
     k = rows.shape[1]
@@ -91,6 +93,8 @@ def prune_n_m(model, n=2, m=4, exclude=()):
     """
     _check_n_m(n, m)
     layers = prunable_layers(model, exclude)
+    for name, module in layers.items():
+        _checks.check_tensor(module.weight, f"the weight of {name!r}", finite=True)
     masks = {
         name: n_m_mask(module.weight, n, m) & get_mask(module)
         for name, module in layers.items()
@@ -101,11 +105,8 @@ def prune_n_m(model, n=2, m=4, exclude=()):
 
 
 def _check_n_m(n, m):
-    for arg, value in (("n", n), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{arg} must be an int, got {value!r}")
-    if m < 1:
-        raise ValueError(f"m must be an int >= 1 (the group size), got {m}")
+    _checks.check_int(m, "m (the group size)", low=1)
+    _checks.check_int(n, "n")
     if not 1 <= n <= m:
         raise ValueError(
             f"n must be an int in [1, m] = [1, {m}] (the weights kept per group), got {n}"

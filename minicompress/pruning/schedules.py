@@ -21,16 +21,22 @@ Entry points:
     GradualPruning(final_sparsity, begin_step, ...)         a `train.fit` callback applying it
 """
 
-import numbers
-
-from .masks import _check_fraction, prunable_layers
-from .unstructured import METHODS, SCOPES, _check_choice, prune_to_sparsity
+from .. import _checks
+from .masks import prunable_layers
+from .unstructured import METHODS, SCOPES, prune_to_sparsity
 
 __all__ = ["prune_iteratively", "polynomial_sparsity", "GradualPruning"]
 
 
 def prune_iteratively(
-    model, sparsity, rounds, fine_tune, method="magnitude", scope="global", exclude=()
+    model,
+    sparsity,
+    rounds,
+    fine_tune,
+    method="magnitude",
+    scope="global",
+    exclude=(),
+    seed=0,
 ):
     """Prune to `sparsity` in `rounds` steps, calling `fine_tune(model)` after each.
 
@@ -44,7 +50,7 @@ def prune_iteratively(
         rounds: number of prune / fine-tune rounds R, an int >= 1 (1 = one shot).
         fine_tune: a callable `fine_tune(model)` that trains the model in place, e.g.
             `lambda m: train.fit(m, loader, 1, lr=1e-3)`.
-        method, scope, exclude: as in `prune_unstructured`.
+        method, scope, exclude, seed: as in `prune_unstructured`.
 
     Returns:
         The model, pruned and fine-tuned in place.
@@ -54,18 +60,18 @@ def prune_iteratively(
         deviation of its weights; here the sparsity is the target, which makes methods
         comparable at equal sparsity.
     """
-    sparsity = _check_fraction(sparsity, "sparsity")
-    _check_positive_int(rounds, "rounds")
-    if not callable(fine_tune):
-        raise TypeError(
-            f"fine_tune must be a callable fine_tune(model), got {fine_tune!r}"
-        )
-    _check_choice(method, "method", METHODS)
-    _check_choice(scope, "scope", SCOPES)
+    sparsity = _checks.check_fraction(sparsity, "sparsity")
+    _checks.check_int(rounds, "rounds", low=1)
+    _checks.check_callable(fine_tune, "fine_tune")
+    _checks.check_int(seed, "seed")
+    _checks.check_choice(method, "method", METHODS)
+    _checks.check_choice(scope, "scope", SCOPES)
     prunable_layers(model, exclude)  # a bad name fails here, before anything changes
     for r in range(1, rounds + 1):
         target = 1 - (1 - sparsity) ** (r / rounds)
-        prune_to_sparsity(model, target, method=method, scope=scope, exclude=exclude)
+        prune_to_sparsity(
+            model, target, method=method, scope=scope, exclude=exclude, seed=seed
+        )
         fine_tune(model)
     return model
 
@@ -97,7 +103,7 @@ def polynomial_sparsity(
     final, initial = _check_schedule(
         final_sparsity, initial_sparsity, begin_step, n_updates, frequency
     )
-    _check_nonnegative_int(step, "step")
+    _checks.check_int(step, "step", low=0)
     span = n_updates * frequency
     progress = min(max(step - begin_step, 0), span) / span
     return final + (initial - final) * (1 - progress) ** 3
@@ -114,14 +120,16 @@ class GradualPruning:
     Args:
         final_sparsity, begin_step, n_updates, frequency, initial_sparsity: the schedule,
             as in `polynomial_sparsity` (s_f, t_0, n, Δt, s_i).
-        method, scope, exclude: as in `prune_unstructured`; `exclude` is checked against
-            the model at the first update.
+        method, scope, exclude, seed: as in `prune_unstructured`; `exclude` is checked to
+            be names here, and against the model at the first update, before any change.
 
     Example:
-        >>> schedule = GradualPruning(0.9, begin_step=0, n_updates=10, frequency=20)
-        >>> train.fit(model, loader, epochs=3, callbacks=[schedule])  # needs >= 200 steps
-        >>> print(round(sparsity(model), 3))
-        0.9
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> schedule = GradualPruning(0.5, begin_step=0, n_updates=2, frequency=1)
+        >>> batches = [(torch.ones(2, 4), torch.zeros(2).long())] * 3  # steps 0, 1, 2
+        >>> _ = train.fit(net, batches, 1, progress=False, callbacks=[schedule])
+        >>> print(sparsity(net))
+        0.5
     """
 
     def __init__(
@@ -134,19 +142,21 @@ class GradualPruning:
         method="magnitude",
         scope="global",
         exclude=(),
+        seed=0,
     ):
         self.final_sparsity, self.initial_sparsity = _check_schedule(
             final_sparsity, initial_sparsity, begin_step, n_updates, frequency
         )
-        _check_choice(method, "method", METHODS)
-        _check_choice(scope, "scope", SCOPES)
+        _checks.check_choice(method, "method", METHODS)
+        _checks.check_choice(scope, "scope", SCOPES)
         self.begin_step, self.n_updates, self.frequency = (
             begin_step,
             n_updates,
             frequency,
         )
         self.method, self.scope = method, scope
-        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        self.exclude = _checks.check_names(exclude, "exclude")
+        self.seed = _checks.check_int(seed, "seed")
 
     @property
     def end_step(self):
@@ -176,6 +186,7 @@ class GradualPruning:
             method=self.method,
             scope=self.scope,
             exclude=self.exclude,
+            seed=self.seed,
         )
 
     def __repr__(self):
@@ -187,23 +198,13 @@ class GradualPruning:
 
 
 def _check_schedule(final_sparsity, initial_sparsity, begin_step, n_updates, frequency):
-    final = _check_fraction(final_sparsity, "final_sparsity")
-    initial = _check_fraction(initial_sparsity, "initial_sparsity")
+    final = _checks.check_fraction(final_sparsity, "final_sparsity")
+    initial = _checks.check_fraction(initial_sparsity, "initial_sparsity")
     if initial > final:
         raise ValueError(
             f"initial_sparsity must be <= final_sparsity = {final}, got {initial}"
         )
-    _check_nonnegative_int(begin_step, "begin_step")
-    _check_positive_int(n_updates, "n_updates")
-    _check_positive_int(frequency, "frequency")
+    _checks.check_int(begin_step, "begin_step", low=0)
+    _checks.check_int(n_updates, "n_updates", low=1)
+    _checks.check_int(frequency, "frequency", low=1)
     return final, initial
-
-
-def _check_positive_int(value, arg):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
-
-
-def _check_nonnegative_int(value, arg):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{arg} must be an int >= 0, got {value!r}")

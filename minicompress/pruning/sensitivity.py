@@ -17,16 +17,16 @@ Entry point:
 
 import copy
 
-from tqdm.auto import tqdm
-
-from .masks import _check_fraction, _write_mask, get_mask, prunable_layers
-from .unstructured import METHODS, _check_choice, _drop_lowest, _scores
+from .. import _checks
+from ..train import progress_bar
+from .masks import _write_mask, get_mask, prunable_layers
+from .unstructured import METHODS, _drop_lowest, _scores
 
 __all__ = ["sensitivity_scan"]
 
 
 def sensitivity_scan(
-    model, evaluate, amounts, method="magnitude", exclude=(), progress=True
+    model, evaluate, amounts, method="magnitude", exclude=(), progress=True, seed=0
 ):
     """Accuracy of the model with each layer alone pruned by each amount.
 
@@ -37,7 +37,9 @@ def sensitivity_scan(
         amounts: fractions of each layer's alive weights to remove, each in [0, 1).
         method: "magnitude" or "random", as in `prune_unstructured`.
         exclude: layer names not to scan.
-        progress: show a tqdm bar over the len(layers) · len(amounts) evaluations.
+        progress: show a bar over the len(layers) · len(amounts) evaluations (drawn by
+            `train.progress_bar`).
+        seed: the seed of the "random" method.
 
     Returns:
         A dict {layer name: [evaluate(...) for each amount]} in model order.
@@ -46,26 +48,27 @@ def sensitivity_scan(
         ValueError: an amount outside [0, 1), no amounts, an unknown method, no prunable
             layers, an unknown excluded name.
     """
+    if isinstance(amounts, (str, bytes)) or not hasattr(amounts, "__iter__"):
+        raise TypeError(
+            f"amounts must be a list of fractions in [0, 1), got {amounts!r}"
+        )
     amounts = list(amounts)
     if not amounts:
         raise ValueError("amounts is empty; give fractions in [0, 1), e.g. (0.5, 0.9)")
-    amounts = [_check_fraction(a, "each amount") for a in amounts]
-    if not callable(evaluate):
-        raise TypeError(
-            f"evaluate must be a callable evaluate(model), got {evaluate!r}"
-        )
-    _check_choice(method, "method", METHODS)
+    amounts = [_checks.check_fraction(a, "each of amounts") for a in amounts]
+    _checks.check_callable(evaluate, "evaluate")
+    _checks.check_choice(method, "method", METHODS)
+    _checks.check_bool(progress, "progress")
+    _checks.check_int(seed, "seed")
     names = list(prunable_layers(model, exclude))
     work = copy.deepcopy(model)  # the caller's model is never touched
     layers = prunable_layers(work)
     results = {}
-    bar = tqdm(
-        total=len(names) * len(amounts), disable=not progress, desc="sensitivity"
-    )
+    bar = progress_bar(len(names) * len(amounts), progress, desc="sensitivity")
     for name in names:
         module = layers[name]
         base = get_mask(module)
-        scores = _scores({name: module}, method)
+        scores = _scores({name: module}, method, seed)
         # Every mask is computed from the layer's own starting mask before any is written.
         masks = [
             _drop_lowest(

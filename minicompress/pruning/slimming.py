@@ -11,23 +11,10 @@ then one global |gamma| threshold decides which channels (or residual units) go.
     threshold:  t = sorted(|gamma| of the ranked layers)[floor(N * percent)];  keep |gamma| >= t
 
 The variants differ in which BatchNorm layers are ranked and how residual partners (the convs
-whose outputs a residual add sums, one `ChannelGroup`) share a mask:
-
-    normal         rank only convs that touch no residual add; residual groups stay whole
-    shortcut       every conv of a residual group takes the mask of the group's first conv
-                   (the stage-entry conv); the others' gammas are not ranked
-    slim           rank every conv; a residual group keeps the union (OR) of its members'
-                   masks; each layer keeps at least max(1, int(C * layer_keep)) channels
-    regular        normal, then each kept count rounded up to a multiple of round_to (8)
-    layer          remove the `units` residual units whose last BatchNorm has the lowest mean
-                   |gamma| (see `layer_pruning`)
-    layer_channel  slim, then layer on the result
-
-The percent is a fraction of the *ranked* channels, so the same number prunes different
-amounts under different variants. Sources (tanluren/yolov3-channel-and-layer-pruning,
-coldlarry/YOLOv3-complete-pruning, SpursLipu/YOLOv3v4-ModelCompression) keep |gamma| > t for
-slim and round regular counts to powers of two or to multiples of 8 or 32; we use >= t
-everywhere and multiples of `round_to`.
+whose outputs a residual add sums, one `ChannelGroup`) share a mask; each is one plan function
+in `slim_variants` (normal, shortcut, slim, regular, layer, layer_channel). The percent is a
+fraction of the *ranked* channels, so the same number prunes different amounts under
+different variants; `percent_for_macs` finds the percent that removes a given share of MACs.
 
     (sparsity training, the first step, is `bn_sparsity.BNSparsity`, a train.fit callback)
     plan_slim(model, percent, variant, example_input, ...) -> SlimPlan (changes nothing)
@@ -36,14 +23,14 @@ everywhere and multiples of `round_to`.
     percent_for_macs(model, target, variant, example_input, ...) -> the percent for a MAC target
 """
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 
-from .. import measure
-from .dependency import build_dependency_graph
-from .layer_pruning import remove_units, residual_units
+from .. import _checks
+from .criteria import bn_scale_scores
+from .dependency import build_dependency_graph, graph_of_copy, require_graph
+from .unit_removal import remove_units, residual_units
+from .slim_variants import VARIANTS, BNScales, SlimPlan
+from .structured import search_macs
 from .surgery import remove_channels
 
 __all__ = [
@@ -53,28 +40,19 @@ __all__ = [
     "plan_slim",
     "apply_plan",
     "slim",
+    "bn_scales",
 ]
 
-VARIANTS = ("normal", "shortcut", "slim", "regular", "layer", "layer_channel")
-_DEFAULT_ROUND_TO, _DEFAULT_LAYER_KEEP = 8, 0.01
-
-
-@dataclass
-class SlimPlan:
-    """What `slim` will do: the threshold over the ranked |gamma|, the keep masks per channel
-    group ({group index: bool mask}), and the residual units to remove with their scores."""
-
-    variant: str
-    percent: float
-    threshold: float = None
-    # normal and shortcut: the largest percent that empties no layer (None for the others)
-    safe_percent: float = None
-    # the BatchNorm layers whose gammas were ranked, and the residual units to remove
-    # (lowest score first)
-    ranked: list = field(default_factory=list)
-    keep: dict = field(default_factory=dict)
-    units: list = field(default_factory=list)
-    unit_scores: dict = field(default_factory=dict)
+# The options each variant takes; any other is an error rather than silently unused.
+_OPTIONS = {
+    "normal": (),
+    "shortcut": (),
+    "slim": ("layer_keep",),
+    "regular": ("round_to",),
+    "layer": ("units",),
+    "layer_channel": ("units", "layer_keep"),
+}
+_CHANNEL_VARIANTS = ("normal", "shortcut", "slim", "regular")
 
 
 def plan_slim(
@@ -87,10 +65,16 @@ def plan_slim(
     round_to=None,
     layer_keep=None,
 ):
-    """Decide what `slim` removes, without changing anything. Arguments as in `slim`."""
-    _check(percent, variant, units, round_to, layer_keep)
+    """Decide what `slim` removes, without changing anything. Arguments as in `slim`.
+
+    Example:
+        >>> plan = plan_slim(models.build("resnet8"), 0.3, "normal", torch.zeros(1, 1, 28, 28))
+        >>> plan.variant, len(plan.ranked)
+        ('normal', 3)
+    """
+    percent, options = _check(percent, variant, units, round_to, layer_keep)
     graph = build_dependency_graph(model, example_input)
-    return _plan(model, graph, percent, variant, units, round_to, layer_keep)
+    return VARIANTS[variant](bn_scales(graph), percent, **options)
 
 
 def slim(
@@ -110,53 +94,56 @@ def slim(
         model: a model with BatchNorm after its convs, torch.fx-traceable; not modified.
         percent: fraction of the ranked channels to remove, a float in [0, 1) (see the module
             docstring for which channels each variant ranks). Must be 0 for "layer".
-        variant: one of `VARIANTS`.
+        variant: a name from `VARIANTS`.
         example_input: a tensor the model accepts, e.g. (1, C, H, W).
         compensate: fold act(beta) of removed channels (and removed units) into the layers
-            that read them (Ye et al. 2018). Exact for gamma = 0, except at zero-padded borders.
+            that read them (Ye et al. 2018); exact for gamma = 0, except at zero-padded
+            borders. On by default, unlike `prune_channels`: slimming removes channels whose
+            gamma sparsity training drove to zero, which is where the fold is exact.
         units: for "layer" and "layer_channel" only: how many residual units to remove, >= 1.
-        round_to: for "regular" only: kept counts are multiples of it (default 8).
+        round_to: for "regular" only: kept counts are multiples of it (default 8), >= 1.
         layer_keep: for "slim" and "layer_channel" only: the per-layer floor as a fraction of
             the layer's channels (default 0.01; SlimYOLOv3 used 0.1), in [0, 1].
 
     Returns:
         A new model of the same class; residual units removed by "layer" become nn.Identity.
 
-    Example:
-        >>> sparse = ...  # a darknet_tiny trained with BNSparsity
-        >>> small = slim(sparse, 0.5, "slim", torch.zeros(1, 1, 28, 28))
-        >>> measure.macs(small, x) < measure.macs(sparse, x)
-        True
-
     Raises:
         TypeError / ValueError: arguments out of range; an argument the variant does not use;
-            a percent that would empty a layer under "normal", "shortcut" or "regular"
-            (the message names the layer and the largest safe percent); a variant that needs
-            residual units or groups on a model without them; a model without BatchNorm.
-            The caller's model is unchanged.
+            a percent that would empty a layer under "normal" or "shortcut" (the message names
+            the layer and the largest safe percent); a variant that needs residual units or
+            groups on a model without them; a model without BatchNorm; NaN or inf BatchNorm
+            scales. The caller's model is unchanged.
+
+    Example:
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
+        >>> small = slim(net, 0.5, "slim", x)
+        >>> measure.macs(small, x) < measure.macs(net, x)
+        True
     """
-    plan = plan_slim(
-        model,
-        percent,
-        variant,
-        example_input,
-        units=units,
-        round_to=round_to,
-        layer_keep=layer_keep,
-    )
-    return apply_plan(model, plan, example_input, compensate)
+    percent, options = _check(percent, variant, units, round_to, layer_keep)
+    compensate = _checks.check_bool(compensate, "compensate")
+    graph = build_dependency_graph(model, example_input)  # the one trace of the call
+    plan = VARIANTS[variant](bn_scales(graph), percent, **options)
+    return _apply(model, graph, plan, example_input, compensate)
 
 
 def apply_plan(model, plan, example_input, compensate=True):
-    """Carry out a `SlimPlan` on `model` (the model it was made for); return the new model."""
+    """Carry out a `SlimPlan` on `model` (the model it was made for); return the new model.
+
+    Raises:
+        TypeError: `plan` is not a `SlimPlan`, or `compensate` not a bool.
+        ValueError: the plan's keep masks do not fit the model's channel groups.
+    """
+    if not isinstance(plan, SlimPlan):
+        raise TypeError(
+            f"plan must be a SlimPlan from plan_slim, got {type(plan).__name__}"
+        )
+    compensate = _checks.check_bool(compensate, "compensate")
     graph = build_dependency_graph(model, example_input)
-    if plan.keep:
-        model = remove_channels(model, graph, plan.keep, compensate=compensate)
-        if plan.units:
-            graph = build_dependency_graph(model, example_input)
-    if plan.units:
-        model = remove_units(model, graph, plan.units, compensate=compensate)
-    return model
+    return _apply(model, graph, plan, example_input, compensate)
 
 
 def percent_for_macs(
@@ -176,117 +163,50 @@ def percent_for_macs(
     Args:
         target: fraction of MACs to remove, in (0, 1).
         variant: "normal", "shortcut", "slim" or "regular".
-        tolerance: stop once the removed fraction is within this of `target`.
+        round_to, layer_keep: as in `slim`, for the variants that take them.
+        tolerance: stop once the removed fraction is within this of `target`, in (0, 1).
 
     Raises:
         ValueError: `target` is beyond what the variant can remove (the message gives its
             maximum), or a variant without a percent ("layer", "layer_channel").
+
+    Example:
+        >>> net, x = models.DarknetTiny(stem=8, widths=(16,), units=(2,)), torch.zeros(1, 1, 8, 8)
+        >>> for bn in net.modules():  # scales spread as after sparsity training
+        ...     _ = torch.nn.init.uniform_(bn.weight) if isinstance(bn, torch.nn.BatchNorm2d) else 0
+        >>> 0 < percent_for_macs(net, 0.3, "slim", x) < 1
+        True
     """
-    if variant not in ("normal", "shortcut", "slim", "regular"):
-        raise ValueError(
-            f"variant must be a channel variant (normal, shortcut, slim, regular), got {variant!r}"
-        )
-    if (
-        isinstance(target, bool)
-        or not isinstance(target, (int, float))
-        or not 0 < target < 1
-    ):
-        raise ValueError(f"target must be a float in (0, 1), got {target!r}")
-    _check(0.0, variant, None, round_to, layer_keep)
-    graph = build_dependency_graph(model, example_input)
-    dense = measure.macs(model, example_input)
-    top = (
-        _plan(model, graph, 0.0, variant, None, round_to, layer_keep).safe_percent
-        or 0.999
+    _checks.check_choice(variant, "variant", _CHANNEL_VARIANTS)
+    target = _checks.check_real(
+        target, "target", low=0, high=1, low_open=True, high_open=True
     )
+    tolerance = _checks.check_real(
+        tolerance, "tolerance", 0, 1, low_open=True, high_open=True
+    )
+    _, options = _check(0.0, variant, None, round_to, layer_keep)
+    graph = build_dependency_graph(model, example_input)
+    scales = bn_scales(graph)
+    top = VARIANTS[variant](scales, 0.0, **options).safe_percent or 0.999
 
-    def removed(percent):
-        plan = _plan(model, graph, percent, variant, None, round_to, layer_keep)
-        pruned = remove_channels(model, graph, plan.keep)
-        return 1 - measure.macs(pruned, example_input) / dense
+    def prune(percent):
+        keep = VARIANTS[variant](scales, percent, **options).keep
+        return remove_channels(model, graph, keep)
 
-    most = removed(top)
-    if most < target - tolerance:
-        raise ValueError(
-            f"variant {variant!r} removes at most {most:.3f} of the MACs (percent {top}); "
-            f"target {target} is out of its reach"
-        )
-    low, high = 0.0, top
-    best = (abs(most - target), top)
-    for _ in range(30):
-        if best[0] <= tolerance or high - low < 1e-4:
-            break
-        middle = (low + high) / 2
-        fraction = removed(middle)
-        best = min(best, (abs(fraction - target), middle))
-        low, high = (low, middle) if fraction >= target else (middle, high)
-    return best[1]
+    what = f"variant {variant!r}"
+    return search_macs(prune, model, example_input, target, top, tolerance, what)[0]
 
 
-# ---------------------------------------------------------------------------------------------
+def bn_scales(graph):
+    """The `BNScales` of the model `graph` describes: the prunable groups whose every producing
+    conv has a BatchNorm right after it (and reads its channels in order), the
+    `criteria.bn_scale_scores` of those BatchNorms, and the residual units with theirs.
 
-
-def _check(percent, variant, units, round_to, layer_keep):
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
-        )
-    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
-        raise TypeError(f"percent must be a float in [0, 1), got {percent!r}")
-    if not 0 <= percent < 1:
-        raise ValueError(f"percent must be a float in [0, 1), got {percent!r}")
-    if variant == "layer" and percent != 0:
-        raise ValueError(
-            f"variant 'layer' removes whole residual units (set units=N); percent must be 0, got {percent}"
-        )
-    uses = {
-        "units": variant in ("layer", "layer_channel"),
-        "round_to": variant == "regular",
-        "layer_keep": variant in ("slim", "layer_channel"),
-    }
-    for name, value in (
-        ("units", units),
-        ("round_to", round_to),
-        ("layer_keep", layer_keep),
-    ):
-        if value is not None and not uses[name]:
-            raise ValueError(
-                f"{name} is not used by variant {variant!r}; leave it None"
-            )
-    if uses["units"] and (
-        isinstance(units, bool) or not isinstance(units, int) or units < 1
-    ):
-        raise ValueError(f"variant {variant!r} needs units, an int >= 1, got {units!r}")
-    if round_to is not None and (
-        isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1
-    ):
-        raise ValueError(f"round_to must be an int >= 1, got {round_to!r}")
-    if layer_keep is not None and (
-        isinstance(layer_keep, bool)
-        or not isinstance(layer_keep, (int, float))
-        or not 0 <= layer_keep <= 1
-    ):
-        raise ValueError(f"layer_keep must be a float in [0, 1], got {layer_keep!r}")
-
-
-def _plan(model, graph, percent, variant, units, round_to, layer_keep):
-    plan = SlimPlan(variant, float(percent))
-    if variant != "layer":
-        _channel_plan(
-            model, graph, plan, round_to or _DEFAULT_ROUND_TO, _default(layer_keep)
-        )
-    if variant in ("layer", "layer_channel"):
-        _unit_plan(graph, plan, units)
-    return plan
-
-
-def _default(layer_keep):
-    return _DEFAULT_LAYER_KEEP if layer_keep is None else layer_keep
-
-
-def _channel_plan(model, graph, plan, round_to, layer_keep):
-    variant = "slim" if plan.variant == "layer_channel" else plan.variant
-    single, residual = [], []  # groups whose every source has its own BatchNorm
+    Raises:
+        ValueError: a BatchNorm scale is NaN or inf.
+    """
+    require_graph(graph)
+    groups = {}
     for group in graph.groups:
         norms = [graph.layers[s].norm for s in group.sources]
         aligned = all(
@@ -294,108 +214,54 @@ def _channel_plan(model, graph, plan, round_to, layer_keep):
             for s in group.sources
         )
         if group.prunable and norms and all(norms) and aligned:
-            (single if len(norms) == 1 else residual).append((group, norms))
-    if not single and not residual:
-        raise ValueError(
-            "slimming ranks BatchNorm scales: no prunable conv of the model has a BatchNorm right after it"
-        )
-    if variant in ("shortcut", "slim") and not residual:
-        raise ValueError(
-            f"variant {variant!r} shares masks across residual adds, and the model has none "
-            "(use 'normal' or 'regular')"
-        )
-    gamma = {
-        name: graph.graph_module.get_submodule(name).weight.detach().abs()
-        for g, ns in single + residual
-        for name in ns
-    }
-    ranked = [ns[0] for _, ns in single]
-    if variant == "shortcut":
-        ranked += [
-            ns[0] for _, ns in residual
-        ]  # the root: the group's first conv in the graph
-    elif variant == "slim":
-        ranked += [n for _, ns in residual for n in ns]
-    values = torch.sort(torch.cat([gamma[n] for n in ranked])).values
-    threshold = float(
-        values[min(math.floor(len(values) * plan.percent), len(values) - 1)]
-    )
-    if plan.percent == 0:
-        threshold = float(values[0])  # keep everything
-    plan.threshold, plan.ranked = threshold, ranked
-    _check_empty(gamma, ranked, values, plan, variant)
-    for group, norms in single + residual:
-        if len(norms) > 1 and variant in ("normal", "regular"):
-            continue  # residual groups stay whole
-        if len(norms) > 1 and variant == "shortcut":
-            mask = gamma[norms[0]] >= threshold
-        elif variant == "slim":
-            mask = torch.zeros(group.size, dtype=torch.bool)
-            for name in norms:  # the union of the members' masks, each with its floor
-                own = gamma[name] >= threshold
-                floor = max(1, int(len(own) * layer_keep))
-                if own.sum() < floor:
-                    own[gamma[name].argsort(descending=True, stable=True)[:floor]] = (
-                        True
-                    )
-                mask |= own
-        else:
-            mask = gamma[norms[0]] >= threshold
-            if variant == "regular":
-                count = int(mask.sum())
-                count = min(
-                    group.size, max(round_to, math.ceil(count / round_to) * round_to)
-                )
-                mask = torch.zeros(group.size, dtype=torch.bool)
-                mask[gamma[norms[0]].argsort(descending=True, stable=True)[:count]] = (
-                    True
-                )
-        plan.keep[group.index] = mask
-
-
-def _check_empty(gamma, ranked, values, plan, variant):
-    # Any threshold above the smallest per-layer maximum empties that layer. With k ranked
-    # values below it, percents with floor(N * percent) <= k are safe: k / N is the largest.
-    safe_t = min(float(gamma[n].max()) for n in ranked)
-    plan.safe_percent = int((values < safe_t).sum()) / len(values)
-    safe = (
-        math.floor(plan.safe_percent * 1e4) / 1e4
-    )  # printed rounded down, so still safe
-    if variant in ("slim", "regular"):
-        plan.safe_percent = (
-            None  # the per-layer floor (slim) and round_to (regular) prevent it
-        )
-        return
-    emptied = [n for n in ranked if gamma[n].max() < plan.threshold]
-    if emptied:
-        name = emptied[0]
-        raise ValueError(
-            f"percent {plan.percent} would remove every channel of {name!r} (its largest |gamma| "
-            f"{float(gamma[name].max()):.4g} is below the threshold {plan.threshold:.4g}); the "
-            f"largest safe percent for variant {variant!r} is {safe:.4f}"
-        )
-
-
-def _unit_plan(graph, plan, units):
-    found = [u for u in residual_units(graph) if u.norm is not None]
-    if not found:
-        raise ValueError(
-            f"variant {plan.variant!r} removes residual units (a submodule computing x + f(x) "
-            "with a BatchNorm on f's last conv), and the model has none"
-        )
-    if units > len(found):
-        raise ValueError(
-            f"units={units} but the model has only {len(found)} residual units"
-        )
+            groups[group.index] = norms
+    units = {u.name: u.norm for u in residual_units(graph) if u.norm is not None}
     scores = {}
-    for unit in found:
-        gamma = graph.graph_module.get_submodule(unit.norm).weight.detach().abs()
-        group = graph.layers[unit.norm]
-        keep = plan.keep.get(int(group.out_group[0]))
-        if (
-            keep is not None
-        ):  # layer_channel scores the unit on its channels that remain
-            gamma = gamma[keep[group.out_channel]]
-        scores[unit.name] = float(gamma.mean())
-    ranking = sorted(scores, key=lambda name: (scores[name], name))
-    plan.units, plan.unit_scores = ranking[:units], scores
+    for name in [n for names in groups.values() for n in names] + list(units.values()):
+        gamma = graph.graph_module.get_submodule(name).weight.detach()
+        _checks.check_tensor(gamma, f"the BatchNorm scale of {name!r}", finite=True)
+        scores[name] = bn_scale_scores(gamma.view(-1, 1))  # |gamma|, (C,)
+    return BNScales(groups, scores, units)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _apply(model, graph, plan, example_input, compensate):
+    if plan.keep:
+        model = remove_channels(model, graph, plan.keep, compensate=compensate)
+        if plan.units:  # the smaller copy's graph, from the same trace
+            graph = graph_of_copy(graph, model, example_input)
+    if plan.units:
+        model = remove_units(model, graph, plan.units, compensate=compensate)
+    return model
+
+
+def _check(percent, variant, units, round_to, layer_keep):
+    """Checked (percent, {option: value}) for the variant; options left None take defaults."""
+    _checks.check_choice(variant, "variant", VARIANTS)
+    percent = _checks.check_fraction(percent, "percent")
+    if variant == "layer" and percent != 0:
+        raise ValueError(
+            "variant 'layer' removes whole residual units (set units=N); percent must be 0, "
+            f"got {percent}"
+        )
+    given = {"units": units, "round_to": round_to, "layer_keep": layer_keep}
+    for name, value in given.items():
+        if value is not None and name not in _OPTIONS[variant]:
+            raise ValueError(
+                f"{name} is not used by variant {variant!r}; leave it None"
+            )
+    if "units" in _OPTIONS[variant] and units is None:
+        raise ValueError(f"variant {variant!r} needs units, an int >= 1, got None")
+    options = {}
+    if units is not None:
+        options["units"] = _checks.check_int(units, "units", low=1)
+    if round_to is not None:
+        options["round_to"] = _checks.check_int(round_to, "round_to", low=1)
+    if layer_keep is not None:
+        options["layer_keep"] = _checks.check_real(
+            layer_keep, "layer_keep", low=0, high=1
+        )
+    return percent, options
+

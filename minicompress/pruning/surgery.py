@@ -1,12 +1,14 @@
-"""Model surgery: cut channels out of every coupled weight, bias and BatchNorm statistic.
+"""Model surgery: cut channels out of every coupled weight, bias, statistic and stored tensor.
 
 Removing channel c of a group slices, with the same indices, the output rows of the layers
 that produce it, the input columns of the layers that read it (after a flatten, its H*W
-features), depthwise filters, and the BatchNorm weight, bias, running_mean and running_var.
+features), depthwise filters, BatchNorm and LayerNorm parameters and statistics, and stored
+tensors such as a layer scale; how each layer kind is cut is `layer_kinds.KINDS[kind].cut`.
 Optionally the constant that removed channels contributed is folded into the layers that read
 them first (`compensation`).
 
     remove_channels(model, graph, keep, compensate=False)   the smaller model, a new object
+    group_starts(graph)                                     where each group's channels start
 """
 
 import copy
@@ -15,8 +17,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import _checks
 from .compensation import apply_folds, removal_folds
-from .dependency import DependencyGraph
+from .dependency import check_graph, require_graph
+from .layer_kinds import KINDS
 
 __all__ = ["remove_channels", "group_starts"]
 
@@ -24,10 +28,9 @@ __all__ = ["remove_channels", "group_starts"]
 def remove_channels(model, graph, keep, compensate=False):
     """Return a copy of `model` without the channels that `keep` marks False.
 
-    Every layer coupled to a removed channel shrinks: conv and linear weights (output rows and
-    input columns; after a flatten, the H*W features of the channel), biases, depthwise
-    filters, BatchNorm weight, bias, running_mean and running_var (num_batches_tracked is
-    unchanged), and the `in_channels` / `out_channels` / `num_features` attributes.
+    Every layer coupled to a removed channel shrinks (weights, biases, BatchNorm running
+    statistics, `in_channels` / `out_channels` / `num_features` / `normalized_shape`);
+    num_batches_tracked is unchanged.
 
     Args:
         model: the model `graph` was built from; it is not modified.
@@ -36,54 +39,70 @@ def remove_channels(model, graph, keep, compensate=False):
             keep every channel. Only prunable groups may lose channels, and never all of them.
         compensate: fold the constant output of each removed channel (`channel_constants`)
             into the layers that read it (activation-offset compensation). Exact for channels
-            whose BatchNorm scale is zero, up to the border effect described above.
+            whose BatchNorm scale is zero, up to zero-padded borders.
 
     Returns:
         A new, physically smaller `nn.Module` of the same class.
 
     Raises:
         TypeError, ValueError: a malformed `keep`, a fixed group asked to lose channels, a
-            group asked to lose every channel, a parametrized layer (make the parametrization
-            permanent first), or a graph that does not describe `model`.
+            group asked to lose every channel, a parametrized layer (call `make_permanent`
+            first), or a graph that does not describe `model`.
+
+    Example:
+        >>> net = models.build("lenet5")
+        >>> graph = build_dependency_graph(net, torch.zeros(1, 1, 28, 28))
+        >>> keep = {graph.group_of("conv1").index: torch.tensor([1, 0, 1, 1, 0, 1]).bool()}
+        >>> remove_channels(net, graph, keep).conv1
+        Conv2d(1, 4, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))
     """
     flat_keep = _check(model, graph, keep)
+    compensate = _checks.check_bool(compensate, "compensate")
     folds = removal_folds(graph, flat_keep) if compensate else {}
     pruned = copy.deepcopy(model)
     apply_folds(pruned, folds)  # on the full-size layers, before they are cut
     starts = group_starts(graph)
     for layer in graph.layers.values():
-        out_keep = flat_keep[starts[layer.out_group] + layer.out_channel]
-        in_keep = None
+        row_keep = flat_keep[starts[layer.out_group] + layer.out_channel]
+        col_keep = None
         if layer.in_group is not None:
-            in_keep = flat_keep[starts[layer.in_group] + layer.in_channel]
-        if not out_keep.all() or (in_keep is not None and not in_keep.all()):
-            _cut(pruned.get_submodule(layer.name), layer.kind, out_keep, in_keep)
+            col_keep = flat_keep[starts[layer.in_group] + layer.in_channel]
+        if not row_keep.all() or (col_keep is not None and not col_keep.all()):
+            KINDS[layer.kind].cut(pruned.get_submodule(layer.name), row_keep, col_keep)
+    for target, (dim, groups, channels) in graph.parameters.items():
+        kept = flat_keep[starts[groups] + channels]
+        if not kept.all():
+            _cut_stored(pruned, target, dim, kept)
     return pruned
+
+
+def group_starts(graph):
+    """Offset of each group's first channel in the concatenation of all groups' masks."""
+    require_graph(graph)
+    sizes = torch.tensor([0] + [g.size for g in graph.groups])
+    return sizes.cumsum(0)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def _check(model, graph, keep):
-    if not isinstance(graph, DependencyGraph):
-        raise TypeError(f"graph must be a DependencyGraph, got {type(graph).__name__}")
+    check_graph(model, graph)
     if not isinstance(keep, dict):
         raise TypeError(
             f"keep must be a dict {{group index: bool mask}}, got {type(keep).__name__}"
         )
-    modules = dict(model.named_modules())
     for layer in graph.layers.values():
-        module = modules.get(layer.name)
-        if module is not graph.graph_module.get_submodule(layer.name):
+        if parametrize.is_parametrized(model.get_submodule(layer.name)):
             raise ValueError(
-                f"graph does not describe this model (its layer {layer.name!r} is another "
-                "object); build the graph from the model you prune"
+                f"layer {layer.name!r} is parametrized (a mask or quantizer); make it "
+                "permanent first (pruning.make_permanent for masks)"
             )
-        if parametrize.is_parametrized(module):
-            raise ValueError(
-                f"layer {layer.name!r} is parametrized (a mask or quantizer); make it permanent "
-                "with torch.nn.utils.parametrize.remove_parametrizations before removing channels"
-            )
+    unknown = [
+        k for k in keep if not isinstance(k, int) or not 0 <= k < len(graph.groups)
+    ]
+    if unknown:
+        raise ValueError(f"keep names groups {unknown} that the graph does not have")
     masks = []
     for group in graph.groups:
         mask = keep.get(group.index)
@@ -104,47 +123,19 @@ def _check(model, graph, keep):
             raise ValueError(
                 f"group {group.index} (sources {group.sources}) cannot lose channels: {group.reason}"
             )
-        masks.append(mask)
-    unknown = set(keep) - {g.index for g in graph.groups}
-    if unknown:
-        raise ValueError(
-            f"keep names groups {sorted(unknown)} that the graph does not have"
-        )
+        masks.append(mask.cpu())
     return torch.cat(masks) if masks else torch.ones(0, dtype=torch.bool)
 
 
-def group_starts(graph):
-    """Offset of each group's first channel in the concatenation of all groups' masks."""
-    sizes = torch.tensor([0] + [g.size for g in graph.groups])
-    return sizes.cumsum(0)
+def _cut_stored(model, target, dim, kept):
+    """Slice the stored tensor at `target` (a layer scale, say) along `dim`."""
+    owner_name, _, attribute = target.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    old = getattr(owner, attribute)
+    new = (
+        old.detach().index_select(dim, kept.nonzero().flatten().to(old.device)).clone()
+    )
+    if isinstance(old, nn.Parameter):
+        new = nn.Parameter(new, requires_grad=old.requires_grad)
+    setattr(owner, attribute, new)
 
-
-def _cut(module, kind, out_keep, in_keep):
-    """Slice one layer in place. out_keep/in_keep are bool masks over weight dims 0 and 1."""
-    out_idx = out_keep.nonzero().flatten()
-    weight = module.weight
-    if kind == "norm":
-        if weight is not None:
-            module.weight = _parameter(weight, weight.detach()[out_idx])
-            module.bias = _parameter(module.bias, module.bias.detach()[out_idx])
-        if module.running_mean is not None:
-            module.running_mean = module.running_mean[out_idx].clone()
-            module.running_var = module.running_var[out_idx].clone()
-        module.num_features = len(out_idx)
-        return
-    new = weight.detach()[out_idx]  # (C_out', C_in, ...)
-    if in_keep is not None:
-        new = new[:, in_keep.nonzero().flatten()]  # (C_out', C_in', ...)
-    module.weight = _parameter(weight, new)
-    if module.bias is not None:
-        module.bias = _parameter(module.bias, module.bias.detach()[out_idx])
-    if kind == "linear":
-        module.out_features, module.in_features = new.shape[0], new.shape[1]
-    elif kind == "depthwise":  # groups == in == out channels, weight (C, 1, kH, kW)
-        module.out_channels = module.in_channels = module.groups = len(out_idx)
-    else:
-        module.out_channels, module.in_channels = new.shape[0], new.shape[1]
-
-
-def _parameter(old, data):
-    return nn.Parameter(data.clone(), requires_grad=old.requires_grad)

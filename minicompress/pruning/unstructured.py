@@ -13,6 +13,9 @@ random baseline) and k the number of weights to remove,
 whole rows (output neurons, filters) by their Ln norm and zero the weakest rows; removing
 them physically is the job of `minicompress.pruning.structured`.
 
+Core: drop_lowest(scores, masks, k), the rule above on tensors; the entry points check their
+arguments, compute the scores and commit its masks to the model.
+
 Entry points:
     prune_unstructured(model, amount, method, scope, exclude)   magnitude or random, exact counts
     prune_by_scores(model, scores, amount, scope)               any importance scores, larger = keep
@@ -24,13 +27,15 @@ the rule of `torch.nn.utils.prune` (whose masks these match), so repeated calls 
 two calls with 0.5 leave a quarter of the weights.
 """
 
-import numbers
+import math
 
 import torch
 
-from .masks import _check_fraction, apply_mask, get_mask, prunable_layers
+from .. import _checks
+from .masks import apply_mask, get_mask, prunable_layers
 
 __all__ = [
+    "drop_lowest",
     "prune_unstructured",
     "prune_by_scores",
     "prune_to_sparsity",
@@ -43,7 +48,9 @@ METHODS = ("magnitude", "random")
 SCOPES = ("global", "layer")
 
 
-def prune_unstructured(model, amount, method="magnitude", scope="global", exclude=()):
+def prune_unstructured(
+    model, amount, method="magnitude", scope="global", exclude=(), seed=0
+):
     """Zero the `amount` fraction of alive weights with the smallest |W| (or at random).
 
     Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
@@ -54,11 +61,12 @@ def prune_unstructured(model, amount, method="magnitude", scope="global", exclud
     Args:
         model: an `nn.Module`; every Conv and Linear weight is pruned unless excluded.
         amount: fraction of the alive weights to remove, a float in [0, 1).
-        method: "magnitude" (L1 of each weight) or "random" (uses torch's global RNG, so
-            `torch.manual_seed` fixes it).
+        method: "magnitude" (L1 of each weight) or "random" (uniform scores drawn from a
+            generator seeded with `seed`; the global RNG is left alone).
         scope: "global" (one threshold over all pruned layers) or "layer" (the same
             fraction removed from each layer).
         exclude: layer names to leave dense (a str or a list of str).
+        seed: the seed of the "random" method, an int.
 
     Returns:
         The model, pruned in place (Mask parametrizations on the weights).
@@ -74,11 +82,12 @@ def prune_unstructured(model, amount, method="magnitude", scope="global", exclud
         >>> print(sparsity(prune_unstructured(net, 0.3)))
         0.3
     """
-    amount = _check_fraction(amount, "amount")
-    _check_choice(method, "method", METHODS)
-    _check_choice(scope, "scope", SCOPES)
+    amount = _checks.check_fraction(amount, "amount")
+    _checks.check_choice(method, "method", METHODS)
+    _checks.check_choice(scope, "scope", SCOPES)
+    _checks.check_int(seed, "seed")
     layers = prunable_layers(model, exclude)
-    scores = _scores(layers, method)
+    scores = _scores(layers, method, seed)
     masks = _drop_lowest(
         layers, scores, scope, lambda alive, total: round(amount * alive)
     )
@@ -102,8 +111,8 @@ def prune_by_scores(model, scores, amount, scope="global"):
     Returns:
         The model, pruned in place.
     """
-    amount = _check_fraction(amount, "amount")
-    _check_choice(scope, "scope", SCOPES)
+    amount = _checks.check_fraction(amount, "amount")
+    _checks.check_choice(scope, "scope", SCOPES)
     layers = _layers_for_scores(model, scores)
     masks = _drop_lowest(
         layers, scores, scope, lambda alive, total: round(amount * alive)
@@ -112,7 +121,7 @@ def prune_by_scores(model, scores, amount, scope="global"):
 
 
 def prune_to_sparsity(
-    model, sparsity, method="magnitude", scope="global", exclude=(), scores=None
+    model, sparsity, method="magnitude", scope="global", exclude=(), scores=None, seed=0
 ):
     """Prune until a fraction `sparsity` of the weights is masked, counting earlier masks.
 
@@ -123,19 +132,20 @@ def prune_to_sparsity(
 
     Args:
         sparsity: target fraction of masked weights, a float in [0, 1).
-        method, scope, exclude: as in `prune_unstructured`.
+        method, scope, exclude, seed: as in `prune_unstructured`.
         scores: optional dict {layer name: tensor} overriding `method` and `exclude`, as in
             `prune_by_scores`.
 
     Returns:
         The model, pruned in place.
     """
-    sparsity = _check_fraction(sparsity, "sparsity")
-    _check_choice(scope, "scope", SCOPES)
+    sparsity = _checks.check_fraction(sparsity, "sparsity")
+    _checks.check_choice(scope, "scope", SCOPES)
+    _checks.check_int(seed, "seed")
     if scores is None:
-        _check_choice(method, "method", METHODS)
+        _checks.check_choice(method, "method", METHODS)
         layers = prunable_layers(model, exclude)
-        scores = _scores(layers, method)
+        scores = _scores(layers, method, seed)
     else:
         layers = _layers_for_scores(model, scores)
     masks = _drop_lowest(
@@ -168,15 +178,15 @@ def prune_ln_structured(model, amount, n=2, dim=0, exclude=()):
     Returns:
         The model, pruned in place.
     """
-    amount = _check_fraction(amount, "amount")
-    if isinstance(n, bool) or not isinstance(n, numbers.Real) or not n > 0:
-        raise ValueError(f"n must be a number > 0 (or math.inf), got {n!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"dim must be an int, got {dim!r}")
+    amount = _checks.check_fraction(amount, "amount")
+    if n != math.inf:
+        _checks.check_real(n, "n (or math.inf)", low=0, low_open=True)
+    _checks.check_int(dim, "dim")
     layers = prunable_layers(model, exclude)
     masks = {}
     for name, module in layers.items():
         weight = module.weight.detach()
+        _checks.check_tensor(weight, f"the weight of {name!r}", finite=True)
         if not -weight.dim() <= dim < weight.dim():
             raise ValueError(
                 f"dim must be in [{-weight.dim()}, {weight.dim() - 1}] for layer {name!r} "
@@ -191,40 +201,61 @@ def prune_ln_structured(model, amount, n=2, dim=0, exclude=()):
 # ---------------------------------------------------------------------------------------------
 
 
-def _scores(layers, method):
-    with torch.no_grad():
-        if method == "magnitude":
-            return {name: m.weight.detach().abs() for name, m in layers.items()}
+def _scores(layers, method, seed=0):
+    if method == "random":
+        generator = torch.Generator().manual_seed(seed)
         return {
-            name: torch.rand(m.weight.shape, device=m.weight.device)
+            name: torch.rand(m.weight.shape, generator=generator).to(m.weight.device)
             for name, m in layers.items()
         }
+    with torch.no_grad():
+        weights = {name: m.weight.detach() for name, m in layers.items()}
+    for name, weight in weights.items():  # a NaN would decide the mask silently
+        _checks.check_tensor(weight, f"the weight of {name!r}", finite=True)
+    return {name: weight.abs() for name, weight in weights.items()}
+
+
+def drop_lowest(scores, masks, k):
+    """The core of every mask rule here: M ← M ∧ (s > τ), τ the k-th smallest alive score.
+
+    scores, masks: lists of tensors, one pair per layer of the group that competes (one
+    layer for "layer" scope, all of them for "global"); masks are bool, True = alive.
+    Returns the new masks. Only alive weights compete, in the order torch.nn.utils.prune
+    flattens them, so torch.topk breaks ties as torch does; exactly k are removed.
+
+    Example:
+        >>> scores = [torch.tensor([4.0, 1.0, 0.5]), torch.tensor([2.0, 5.0])]
+        >>> masks = [torch.tensor([True, True, False]), torch.tensor([True, True])]
+        >>> [m.tolist() for m in drop_lowest(scores, masks, 2)]  # 0.5 is already gone
+        [[True, False, False], [False, True]]
+    """
+    alive = torch.cat([s[m].flatten() for s, m in zip(scores, masks)])  # (n_alive,)
+    drop = torch.zeros(alive.numel(), dtype=torch.bool, device=alive.device)
+    if k > 0:  # the k lowest alive scores: those at or below τ
+        drop[torch.topk(alive, k, largest=False).indices] = True
+    new = []
+    for mask, chunk in zip(masks, drop.split([int(m.sum()) for m in masks])):
+        kept = mask.clone()
+        kept[mask] = ~chunk  # row-major order, as the alive scores were taken
+        new.append(kept)
+    return new
 
 
 def _drop_lowest(layers, scores, scope, count):
     """New masks: in each layer (or over all layers), drop the lowest-scored alive weights.
 
-    count(n_alive, n_total) gives how many to drop. Only alive weights compete, in the
-    order torch.nn.utils.prune flattens them, so torch.topk breaks ties as torch does.
+    count(n_alive, n_total) gives how many to drop (see `drop_lowest`).
     """
     old = {name: get_mask(module) for name, module in layers.items()}
     groups = [[name] for name in layers] if scope == "layer" else [list(layers)]
     new = {}
     for names in groups:
         device = old[names[0]].device
-        alive = torch.cat(
-            [scores[n].detach().to(device)[old[n]].flatten() for n in names]
-        )
+        group_scores = [scores[n].detach().to(device) for n in names]
+        alive = sum(int(old[n].sum()) for n in names)
         total = sum(old[n].numel() for n in names)
-        k = count(alive.numel(), total)
-        drop = torch.zeros(alive.numel(), dtype=torch.bool, device=device)
-        if k > 0:  # topk with k = 0 is fine, but there is nothing to do
-            drop[torch.topk(alive, k, largest=False).indices] = True
-        chunks = drop.split([int(old[n].sum()) for n in names])
-        for n, chunk in zip(names, chunks):
-            mask = old[n].clone()
-            mask[old[n]] = ~chunk  # row-major order, as the alive scores were taken
-            new[n] = mask
+        masks = drop_lowest(group_scores, [old[n] for n in names], count(alive, total))
+        new.update(zip(names, masks))
     return new
 
 
@@ -256,10 +287,10 @@ def _layers_for_scores(model, scores):
         )
     for name, tensor in scores.items():
         shape = layers[name].weight.shape
-        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
-            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor
+        _checks.check_tensor(tensor, f"scores[{name!r}]", finite=True)
+        if tensor.shape != shape:
             raise ValueError(
-                f"scores[{name!r}] must be a tensor of shape {tuple(shape)}, got {got!r:.80}"
+                f"scores[{name!r}] must be a tensor of shape {tuple(shape)}, got {tuple(tensor.shape)}"
             )
     return {name: layers[name] for name in scores}
 
@@ -270,10 +301,3 @@ def _commit(layers, masks, model):
     for name, module in layers.items():
         apply_mask(module, masks[name])
     return model
-
-
-def _check_choice(value, arg, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(
-            f"unknown {arg} {value!r}; choose one of {', '.join(map(repr, allowed))}"
-        )

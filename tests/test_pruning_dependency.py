@@ -199,13 +199,12 @@ class _Fn(nn.Module):
 @pytest.mark.parametrize(
     "model, match",
     [
-        (_Fn(lambda y: y.transpose(1, 2)), r"node 'transpose'.*method \.transpose\(\)"),
+        (_Fn(lambda y: y.transpose(0, 1)), r"node 'transpose'.*moves the batch dim"),
         (_Fn(lambda y: y, nn.GroupNorm(2, 4)), r"node 'module'.*GroupNorm"),
         (
-            _Fn(lambda y: y, nn.Conv2d(4, 4, 1, groups=2)),
-            r"node 'module'.*grouped convolution",
+            _Fn(lambda y: y, nn.ConvTranspose2d(4, 4, 1)),
+            r"node 'module'.*module of type ConvTranspose2d",
         ),
-        (_Fn(lambda y: y.view(-1, 64)), r"node 'view'.*fixed size"),
         (_Fn(lambda y: y.sum(1)), r"node 'sum\w*'.*touches the channels"),
         (_Fn(lambda y: torch.softmax(y, 1)), r"node 'softmax'.*function softmax"),
     ],
@@ -229,9 +228,29 @@ def test_a_layer_called_twice_is_an_error():
 
 
 def test_bad_arguments_are_type_errors():
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         build_dependency_graph("resnet", X28)
-    with pytest.raises(TypeError, match="example_input must be a tensor"):
+    with pytest.raises(TypeError, match="example_input must be a torch.Tensor"):
         build_dependency_graph(models.build("lenet5"), [1, 2])
     with pytest.raises(ValueError, match="did not run on example_input of shape"):
         build_dependency_graph(models.build("lenet5"), torch.zeros(1, 3, 28, 28))
+
+
+def test_a_reshape_to_a_fixed_size_fixes_the_channels_it_holds():
+    graph = build_dependency_graph(
+        _Fn(lambda y: y.view(-1, 64)), torch.zeros(1, 1, 4, 4)
+    )
+    group = graph.group_of("conv")
+    assert not group.prunable
+    assert "node 'view' reshapes them to the fixed size (64,)" in group.reason
+
+
+def test_the_printed_graph_lists_as_many_groups_as_its_header_counts():
+    graph = build_dependency_graph(models.build("resnet8"), torch.zeros(1, 1, 28, 28))
+    header, *rows = repr(graph).splitlines()
+    assert header.startswith(f"DependencyGraph: {len(graph.groups)} groups")
+    assert len(rows) == len(graph.groups)
+    assert (
+        rows[-1].strip()
+        == "ChannelGroup(7, 1 channels, sources=[], fixed: it is the model input)"
+    )

@@ -1,0 +1,110 @@
+"""Does one call prune the model families of torchvision's zoo? Counted on the full-size models.
+
+    python benchmarks/torchvision_families.py [--amount 0.5] [--size 224] [--models a,b,...]
+
+For each model (weights=None, eval mode, a (1, 3, size, size) input): one call of
+`prune_channels(model, amount, "l1", x)` (L1 filter norms, the same amount in every group),
+and, where Torch-Pruning is installed (`pip install torch-pruning`; it is not a dependency of
+this package), one call of its `MetaPruner` with the L1 `GroupMagnitudeImportance`, the same
+pruning ratio and the classifier left whole, its documented default use. "yes" means the call
+returned a model that runs, keeps the output shape and has fewer MACs; the MAC ratio is
+MACs after / MACs before, both counted by `measure.macs` (torch.utils.flop_counter). A failure
+prints the first line of the error.
+
+Torch-Pruning, by default, also prunes the embedding dim of transformers (its attention
+handling cuts the projections and heads' widths) while we keep a stream that passes through
+attention whole and prune only the MLP hidden units, so their ratios differ most there.
+"""
+
+import argparse
+import copy
+import sys
+import time
+
+import torch
+import torchvision
+
+from minicompress import measure
+from minicompress.pruning.structured import prune_channels
+
+FAMILIES = {
+    "resnet18": "ResNet (reference)",
+    "mobilenet_v2": "MobileNetV2 (depthwise, reference)",
+    "resnext50_32x4d": "ResNeXt (grouped convs)",
+    "regnet_x_400mf": "RegNetX (grouped convs)",
+    "regnet_y_400mf": "RegNetY (grouped convs, squeeze-excitation)",
+    "efficientnet_b0": "EfficientNet (stochastic depth, squeeze-excitation)",
+    "convnext_tiny": "ConvNeXt (permute + LayerNorm, layer scale)",
+    "shufflenet_v2_x1_0": "ShuffleNetV2 (channel shuffle, chunk)",
+    "vit_b_16": "ViT (class token, fixed reshape, MLP blocks)",
+    "swin_t": "Swin (shifted windows, patch merging, MLP blocks)",
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--amount", type=float, default=0.5)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--models", default=",".join(FAMILIES))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, args.size, args.size)
+    tp = _torch_pruning()
+    header = "| family | model | minicompress: one call | MAC ratio | seconds |"
+    rule = "|---|---|---|---|---|"
+    if tp is not None:
+        header += f" Torch-Pruning {tp.__version__}: one call | MAC ratio |"
+        rule += "---|---|"
+    print(header)
+    print(rule)
+    failed = 0
+    for name in args.models.split(","):
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        ours = _attempt(lambda: prune_channels(model, args.amount, "l1", x), model, x)
+        failed += ours[0] != "yes"
+        row = f"| {FAMILIES.get(name, name)} | {name} | {ours[0]} | {ours[1]} | {ours[2]} |"
+        if tp is not None:
+            theirs = _attempt(lambda: _tp_prune(tp, copy.deepcopy(model), x, args.amount), model, x)
+            row += f" {theirs[0]} | {theirs[1]} |"
+        print(row, flush=True)
+    return 1 if failed else 0
+
+
+def _attempt(prune, model, x):
+    start = time.perf_counter()
+    try:
+        pruned = prune()
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            same = pruned.eval()(x).shape == model(x).shape
+        ratio = measure.macs(pruned, x) / measure.macs(model, x)
+    except Exception as error:  # report it and go on with the next model
+        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        return f"no ({type(error).__name__}: {first})", "-", "-"
+    verdict = "yes" if same and ratio < 1 else f"no (output shape {same}, ratio {ratio:.3f})"
+    return verdict, f"{ratio:.3f}", f"{seconds:.1f}"
+
+
+def _tp_prune(tp, model, x, amount):
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(
+        model,
+        x,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=amount,
+        ignored_layers=[classifier],
+    )
+    pruner.step()
+    return model
+
+
+def _torch_pruning():
+    try:
+        import torch_pruning
+    except ImportError:
+        return None
+    return torch_pruning
+
+
+if __name__ == "__main__":
+    sys.exit(main())
