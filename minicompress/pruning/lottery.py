@@ -89,34 +89,39 @@ def find_ticket(
     added = [m for m in layers.values() if not is_pruned(m)]
     for module in layers.values():
         apply_mask(module, torch.ones_like(module.weight, dtype=torch.bool))
+    recorder = _Rewind(rewind_step)
+    if rewind_step == 0:
+        recorder.state = _weights(model)
     try:
-        return _rounds(
-            model, train, sparsity, rounds, rewind_step, scope, exclude, on_round
+        return _imp_rounds(
+            model, train, sparsity, rounds, recorder, scope, exclude, on_round
         )
-    except Exception:
+    except Exception:  # the masks added above come off again if the first round fails
         for module in added:
             if is_pruned(module) and bool(module.parametrizations.weight[0].mask.all()):
                 make_permanent(module)
         raise
 
 
-def _rounds(model, train, sparsity, rounds, rewind_step, scope, exclude, on_round):
-    """The IMP loop of `find_ticket`, on a model whose pruned layers all carry a mask."""
-    recorder = _Rewind(rewind_step)
-    if rewind_step == 0:
-        recorder.state = _weights(model)
+def _imp_rounds(model, train, sparsity, rounds, rewind, scope, exclude, on_round):
+    """The core of IMP: R rounds of train → prune to s_r by |θ| → rewind to θ_k.
+
+    `rewind` records θ_k during the first training run (or holds θ_0 already).
+    """
     for r in range(1, rounds + 1):
-        train(model, [recorder] if recorder.state is None else [])
-        if recorder.state is None:
+        # θ_k is recorded during the first training run.
+        train(model, [rewind] if rewind.state is None else [])
+        if rewind.state is None:
             raise ValueError(
-                f"rewind_step={rewind_step} but the first training run ended before step "
-                f"{rewind_step} or did not pass the callbacks on to train.fit"
+                f"rewind_step={rewind.step} but the first training run ended before step "
+                f"{rewind.step} or did not pass the callbacks on to train.fit"
             )
-        target = 1 - (1 - sparsity) ** (r / rounds)
-        prune_to_sparsity(model, target, scope=scope, exclude=exclude)
-        _load_weights(model, recorder.state)
+        # The same share of the survivors goes each round; the smallest |θ| go.
+        s_r = 1 - (1 - sparsity) ** (r / rounds)
+        prune_to_sparsity(model, s_r, scope=scope, exclude=exclude)
+        _load_weights(model, rewind.state)  # θ ← θ_k, the masks stay
         if on_round is not None:
-            on_round(model, r, target)
+            on_round(model, r, s_r)
     return model
 
 
