@@ -2,6 +2,12 @@
 initialization) and structured channel pruning with real model surgery (criteria, Network
 Slimming and its YOLO-lineage variants).
 
+Words used with one meaning throughout: a *layer* is a module with weights (a conv, a Linear,
+a BatchNorm or LayerNorm), so scope="layer" means each layer (or channel group) on its own and
+`layer_keep` what each layer keeps; a *unit* is a residual block x + f(x), which the slimming
+variant the YOLO repositories call "layer" removes whole (`unit_removal`); a *group* is a set
+of channels that must be removed together (`dependency`).
+
 Fine-grained masks (weights keep their shape; pruned entries are held at zero by a
 `torch.nn.utils.parametrize` mask, so training, `state_dict` and optimizers work unchanged):
 

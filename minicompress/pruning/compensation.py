@@ -114,9 +114,13 @@ def fold_offsets(graph, offsets, skip=()):
         )
     for node, offset in offsets.items():
         shape = graph.shapes.get(node)
-        if not isinstance(shape, tuple) or len(shape) < 2:
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) < 2
+            or graph.node_channels(node) is None
+        ):
             raise ValueError(
-                f"offsets names {node!r}, which is not a tensor node of the graph"
+                f"offsets names {node!r}, which is not a node of the graph that carries channels"
             )
         _checks.check_tensor(offset, f"offsets[{node!r}]", dims=1, finite=True)
         if len(offset) != shape[1]:

@@ -18,6 +18,7 @@ import torch
 from torch import fx
 
 from .channel_roles import IDENTITY_IN_EVAL, LINEAR_ROLES
+from .dependency import group_starts
 from .layer_kinds import KINDS
 
 __all__ = ["ConstantRule", "OffsetRule", "run", "per_channel", "placed"]
@@ -28,7 +29,7 @@ class ConstantRule:
 
     def __init__(self, graph, flat_keep):
         self.graph, self.flat_keep = graph, flat_keep
-        self.starts = torch.tensor([0] + [g.size for g in graph.groups]).cumsum(0)
+        self.starts = group_starts(graph)
 
     def layer(self, layer, x, shape):
         kind = KINDS[layer.kind]

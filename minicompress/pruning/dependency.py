@@ -14,6 +14,7 @@ Entry points: `build_dependency_graph(model, example_input) -> DependencyGraph`,
 `check_graph(model, graph)`, `graph_of_copy(graph, model, example_input)`.
 """
 
+import torch
 from torch import fx
 
 from .. import _checks
@@ -28,6 +29,7 @@ __all__ = [
     "Layer",
     "check_graph",
     "require_graph",
+    "group_starts",
     "graph_of_copy",
 ]
 
@@ -149,6 +151,13 @@ def check_graph(model, graph):
                 f"graph does not describe this model (its layer {layer.name!r} is another "
                 "object); build the graph from the model you prune"
             )
+
+
+def group_starts(graph):
+    """Offset of each group's first channel in the concatenation of all groups' masks."""
+    require_graph(graph)
+    sizes = torch.tensor([0] + [g.size for g in graph.groups])
+    return sizes.cumsum(0)
 
 
 def require_graph(graph):

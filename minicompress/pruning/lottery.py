@@ -89,25 +89,18 @@ def find_ticket(
     added = [m for m in layers.values() if not is_pruned(m)]
     for module in layers.values():
         apply_mask(module, torch.ones_like(module.weight, dtype=torch.bool))
+    recorder = _Rewind(rewind_step)
+    if rewind_step == 0:
+        recorder.state = _weights(model)
     try:
-        return _rounds(
-            model, train, sparsity, rounds, rewind_step, scope, exclude, on_round
+        return _imp_rounds(
+            model, train, sparsity, rounds, recorder, scope, exclude, on_round
         )
-    except Exception:
+    except Exception:  # the masks added above come off again if the first round fails
         for module in added:
             if is_pruned(module) and bool(module.parametrizations.weight[0].mask.all()):
                 make_permanent(module)
         raise
-
-
-def _rounds(model, train, sparsity, rounds, rewind_step, scope, exclude, on_round):
-    """The IMP loop of `find_ticket`, on a model whose pruned layers all carry a mask."""
-    recorder = _Rewind(rewind_step)
-    if rewind_step == 0:
-        recorder.state = _weights(model)
-    return _imp_rounds(
-        model, train, sparsity, rounds, recorder, scope, exclude, on_round
-    )
 
 
 def _imp_rounds(model, train, sparsity, rounds, rewind, scope, exclude, on_round):

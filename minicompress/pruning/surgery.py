@@ -9,6 +9,7 @@ them first (`compensation`).
 
     remove_channels(model, graph, keep, compensate=False)   the smaller model, a new object
     group_starts(graph)                                     where each group's channels start
+                                                            (from `dependency`)
 """
 
 import copy
@@ -19,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from .. import _checks
 from .compensation import apply_folds, removal_folds
-from .dependency import check_graph, require_graph
+from .dependency import check_graph, group_starts
 from .layer_kinds import KINDS
 
 __all__ = ["remove_channels", "group_starts"]
@@ -74,13 +75,6 @@ def remove_channels(model, graph, keep, compensate=False):
         if not kept.all():
             _cut_stored(pruned, target, dim, kept)
     return pruned
-
-
-def group_starts(graph):
-    """Offset of each group's first channel in the concatenation of all groups' masks."""
-    require_graph(graph)
-    sizes = torch.tensor([0] + [g.size for g in graph.groups])
-    return sizes.cumsum(0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def remove_units(model, graph, names, compensate=True):
         names: module paths of units from `residual_units(graph)`.
         compensate: fold each removed branch's constant output act(beta) into the layers
             downstream of its add (through later adds and pooling, up to the first conv,
-            linear or BatchNorm).
+            linear or BatchNorm). On by default, unlike `remove_channels`: units are chosen
+            for their near-zero BatchNorm scales, where the fold is exact.
 
     Raises:
         TypeError: a model, graph or names of the wrong kind.
