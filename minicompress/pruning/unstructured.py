@@ -229,6 +229,7 @@ def drop_lowest(scores, masks, k):
         >>> [m.tolist() for m in drop_lowest(scores, masks, 2)]  # 0.5 is already gone
         [[True, False, False], [False, True]]
     """
+    _check_drop(scores, masks, k)
     alive = torch.cat([s[m].flatten() for s, m in zip(scores, masks)])  # (n_alive,)
     drop = torch.zeros(alive.numel(), dtype=torch.bool, device=alive.device)
     if k > 0:  # the k lowest alive scores: those at or below τ
@@ -239,6 +240,29 @@ def drop_lowest(scores, masks, k):
         kept[mask] = ~chunk  # row-major order, as the alive scores were taken
         new.append(kept)
     return new
+
+
+def _check_drop(scores, masks, k):
+    if not isinstance(scores, (list, tuple)) or not isinstance(masks, (list, tuple)):
+        raise TypeError(
+            f"scores and masks must be lists of tensors, got {type(scores).__name__} and "
+            f"{type(masks).__name__}"
+        )
+    if not scores or len(scores) != len(masks):
+        raise ValueError(
+            f"scores and masks must be non-empty lists of one length, got {len(scores)} "
+            f"and {len(masks)}"
+        )
+    for i, (score, mask) in enumerate(zip(scores, masks)):
+        _checks.check_tensor(score, f"scores[{i}]", finite=True)
+        _checks.check_tensor(mask, f"masks[{i}]")
+        if mask.dtype != torch.bool or mask.shape != score.shape:
+            raise ValueError(
+                f"masks[{i}] must be a bool tensor of the shape of scores[{i}] "
+                f"{tuple(score.shape)}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+    alive = sum(int(m.sum()) for m in masks)
+    _checks.check_int(k, "k", low=0, high=alive)
 
 
 def _drop_lowest(layers, scores, scope, count):
