@@ -24,6 +24,12 @@ and optimizers work); activations are modules inserted with torch.fx.
     packing         pack_bits, unpack_bits, packed_nbytes; the `pack`/`unpack` protocol that
                     `measure.size_bytes(model, format="packed")` stores
     float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
+    equalization    equalize (cross-layer equalization), equalization_pairs; cores
+                    equalization_scales, equalize_pair, input_ranges
+    bias_correction bias_correction (empirical); core bias_shift; quantized_layers,
+                    weight_pair, layer_inputs, call_order
+    adaround        adaround, AdaRoundWeight (packs itself); cores rectified_sigmoid,
+                    rounding_regularizer, annealed_beta, optimize_rounding; ZETA, GAMMA
 """
 
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
@@ -66,4 +72,31 @@ from .range_search import (
     kl_divergences,
     mse_range,
     percentile_range,
+)
+
+# Post-training refinements: equalization, bias correction, adaptive rounding.
+from .adaround import (
+    GAMMA,
+    ZETA,
+    AdaRoundWeight,
+    adaround,
+    annealed_beta,
+    optimize_rounding,
+    rectified_sigmoid,
+    rounding_regularizer,
+)
+from .bias_correction import (
+    bias_correction,
+    bias_shift,
+    call_order,
+    layer_inputs,
+    quantized_layers,
+    weight_pair,
+)
+from .equalization import (
+    equalization_pairs,
+    equalization_scales,
+    equalize,
+    equalize_pair,
+    input_ranges,
 )
