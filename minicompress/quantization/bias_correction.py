@@ -102,7 +102,7 @@ def bias_correction(model, loader, batches=None):
             weight, quantized = weight_pair(layer)
             shift = bias_shift(layer, inputs, quantized - weight)
             if layer.bias is None:
-                layer.bias = nn.Parameter(torch.zeros_like(quantized[:, 0].flatten()))
+                layer.bias = nn.Parameter(quantized.new_zeros(quantized.shape[0]))
             layer.bias -= shift.to(layer.bias.dtype)
     return corrected
 
