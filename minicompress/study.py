@@ -238,6 +238,37 @@ def int8_backend(model, context):
     return to_backend(quantize_ptq(model.cpu().eval(), calibration))
 
 
+# --- Post-training quantization rows --------------------------------------------------------
+# Calibration: the first batches of the training loader (512 images at batch size 64), no labels.
+PTQ_CALIBRATION_BATCHES = 8
+
+
+def ptq_int8(model, context):
+    """Static post-training quantization (Krishnamoorthi 2018): BatchNorm folded, int8 weights
+    per output channel, int8 activations per tensor with min-max ranges calibrated on 8
+    training batches; stored as packed 8-bit codes (`quantize_ptq`). No training."""
+    from .quantization import quantize_ptq
+
+    return quantize_ptq(model.cpu(), _calibration_batches(context))
+
+
+def ptq_w4(model, context):
+    """4-bit weight-only post-training quantization: BatchNorm folded, weights rounded to 4
+    bits per output channel (symmetric), activations in float; stored as packed 4-bit codes."""
+    from .quantization import fold_batchnorm, quantize_weights
+
+    return quantize_weights(fold_batchnorm(model.cpu()), bits=4)
+
+
+def _calibration_batches(context):
+    batches = []
+    for inputs, _ in context.train_loader:
+        batches.append(inputs)
+        if len(batches) == PTQ_CALIBRATION_BATCHES:
+            break
+    return batches
+
+
 METHODS = {
     "baseline": baseline,
     "magnitude_90": magnitude_90,
@@ -249,6 +280,7 @@ METHODS = {
     "student_alone": student_alone,
     "kd_student": kd_student,
 }
+METHODS.update({"ptq_int8": ptq_int8, "ptq_w4": ptq_w4})
 
 
 # The batch of the second latency column: at 64 images even LeNet-5's forward pass is

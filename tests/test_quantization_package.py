@@ -19,6 +19,9 @@ MODULES = [
     "calibration",
     "packing",
     "float_formats",
+    "equalization",
+    "bias_correction",
+    "adaround",
 ]
 
 

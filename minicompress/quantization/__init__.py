@@ -32,6 +32,12 @@ and optimizers work); activations are modules inserted with torch.fx.
     backend         to_backend (torch's int8 CPU kernels with our scales), Int8Linear,
                     Int8Conv2d, Int8Quantize; ENGINES
     export          export_onnx (float, pruned, QDQ int8), OnnxModel (onnxruntime session); OPSET
+    equalization    equalize (cross-layer equalization), equalization_pairs; cores
+                    equalization_scales, equalize_pair, input_ranges
+    bias_correction bias_correction (empirical); core bias_shift; quantized_layers,
+                    weight_pair, layer_inputs, call_order
+    adaround        adaround, AdaRoundWeight (packs itself); cores rectified_sigmoid,
+                    rounding_regularizer, annealed_beta, optimize_rounding; ZETA, GAMMA
 """
 
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
@@ -96,4 +102,29 @@ from .integer import (
     rounding_doubling_high_mul,
     rounding_right_shift,
     to_integer,
+# Post-training refinements: equalization, bias correction, adaptive rounding.
+from .adaround import (
+    GAMMA,
+    ZETA,
+    AdaRoundWeight,
+    adaround,
+    annealed_beta,
+    optimize_rounding,
+    rectified_sigmoid,
+    rounding_regularizer,
+)
+from .bias_correction import (
+    bias_correction,
+    bias_shift,
+    call_order,
+    layer_inputs,
+    quantized_layers,
+    weight_pair,
+)
+from .equalization import (
+    equalization_pairs,
+    equalization_scales,
+    equalize,
+    equalize_pair,
+    input_ranges,
 )

@@ -1,0 +1,16 @@
+"""The post-training quantization rows of the trade-off study: ptq_int8 and ptq_w4."""
+
+from minicompress import study
+
+
+def test_ptq_rows_are_stored_packed_and_keep_the_accuracy():
+    rows = study.run_study(["ptq_int8", "ptq_w4"], dataset="digits", model="lenet300", epochs=3, progress=False)
+    assert [r["name"] for r in rows] == ["baseline", "ptq_int8", "ptq_w4"]
+    base, int8, w4 = rows
+    assert int8["size_format"] == w4["size_format"] == "packed"
+    # 32-bit floats -> 8- and 4-bit codes; per-channel scales, biases and framing keep it
+    # under the 4x and 8x limits on a model this small.
+    assert base["size_bytes"] / int8["size_bytes"] > 3.2
+    assert base["size_bytes"] / w4["size_bytes"] > 5.5
+    assert int8["accuracy"] >= base["accuracy"] - 0.02
+    assert w4["accuracy"] >= base["accuracy"] - 0.1
