@@ -102,6 +102,8 @@ from .integer import (
     rounding_doubling_high_mul,
     rounding_right_shift,
     to_integer,
+)
+
 # Post-training refinements: equalization, bias correction, adaptive rounding.
 from .adaround import (
     GAMMA,
