@@ -19,6 +19,7 @@ MODULES = [
     "calibration",
     "packing",
     "float_formats",
+    "ste",
 ]
 
 

@@ -24,6 +24,7 @@ and optimizers work); activations are modules inserted with torch.fx.
     packing         pack_bits, unpack_bits, packed_nbytes; the `pack`/`unpack` protocol that
                     `measure.size_bytes(model, format="packed")` stores
     float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
+    ste             straight_through, round_ste, grad_scale (the gradient tricks of QAT)
 """
 
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
@@ -67,3 +68,4 @@ from .range_search import (
     mse_range,
     percentile_range,
 )
+from .ste import grad_scale, round_ste, straight_through
