@@ -20,6 +20,12 @@ MODULES = [
     "packing",
     "float_formats",
     "ste",
+    "qat",
+    "qat_ste",
+    "lsq",
+    "pact",
+    "dorefa",
+    "frozen",
 ]
 
 

@@ -25,6 +25,15 @@ and optimizers work); activations are modules inserted with torch.fx.
                     `measure.size_bytes(model, format="packed")` stores
     float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
     ste             straight_through, round_ste, grad_scale (the gradient tricks of QAT)
+    qat             prepare_qat (quantization-aware training), convert (-> the PTQ inference
+                    model), qat_quantizers, QAT_METHODS ("ste", "ste_fixed", "lsq", "lsq+",
+                    "pact", "dorefa")
+    qat_ste         STEWeight, EMAActQuant, FixedRangeActQuant (Jacob et al. 2018), ConvBN
+                    (BatchNorm folded during training, Krishnamoorthi 2018)
+    lsq             lsq_quantize, lsq_plus_quantize, LSQWeight, LSQActQuant, LSQPlusActQuant
+    pact            pact_quantize, PACTActQuant
+    dorefa          quantize_k, dorefa_weight, dorefa_activation, DoReFaWeight, DoReFaActQuant
+    frozen          FrozenQuantWeight, frozen_act_quant (what convert installs)
 """
 
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
@@ -69,3 +78,21 @@ from .range_search import (
     percentile_range,
 )
 from .ste import grad_scale, round_ste, straight_through
+from .dorefa import (
+    DoReFaActQuant,
+    DoReFaWeight,
+    dorefa_activation,
+    dorefa_weight,
+    quantize_k,
+)
+from .frozen import FrozenQuantWeight, frozen_act_quant
+from .lsq import (
+    LSQActQuant,
+    LSQPlusActQuant,
+    LSQWeight,
+    lsq_plus_quantize,
+    lsq_quantize,
+)
+from .pact import PACTActQuant, pact_quantize
+from .qat import QAT_METHODS, convert, prepare_qat, qat_quantizers
+from .qat_ste import ConvBN, EMAActQuant, FixedRangeActQuant, STEWeight
