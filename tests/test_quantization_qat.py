@@ -306,10 +306,13 @@ def test_a_bad_calibration_loader_is_refused(bad, error, message):
     assert_unchanged(model, before)
 
 
-def test_a_nan_activation_is_refused_with_the_activations_name():
+@pytest.mark.parametrize("method", ["ste", "lsq", "lsq+", "pact"])
+def test_a_nan_activation_is_refused_with_the_activations_name(method):
     model = conv_net()
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        prepare_qat(model, "ste", 4, 4, [torch.full((2, 1, 8, 8), float("nan"))])
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="activation 'input_1'.*NaN or infinite"):
+        prepare_qat(model, method, 4, 4, [torch.full((2, 1, 8, 8), float("nan"))])
+    assert_unchanged(model, before)
 
 
 def test_a_batchnorm_with_zero_gamma_cannot_be_folded_in_training():

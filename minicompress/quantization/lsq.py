@@ -153,6 +153,11 @@ class LSQActQuant(nn.Module):
 
     Attributes:
         step: the learned step s (a 0-d Parameter); `signed`, `initialized` (plain values).
+
+    Example:
+        >>> act = LSQActQuant(bits=2); _ = act(torch.tensor([0.0, 0.5, 1.0, 2.5]))  # s₀ = 2·1/√3
+        >>> act(torch.tensor([0.2, 0.9, 9.0]))   # unsigned grid {0, 1, 2, 3}·s₀
+        tensor([0.0000, 1.1547, 3.4641], grad_fn=<MulBackward0>)
     """
 
     def __init__(self, bits=4, name="activation"):
@@ -165,6 +170,7 @@ class LSQActQuant(nn.Module):
 
     def initialize(self, x):
         """The grid's sign from the data, s₀ = 2⟨|x|⟩/√Q_P (floored at EPS), g = 1/√(N_F·Q_P)."""
+        _checks.check_tensor(x, f"activation {self.name!r}", finite=True)
         self.signed = bool(x.min() < 0)
         if self.signed and self.bits < 2:
             raise ValueError(
@@ -214,6 +220,11 @@ class LSQPlusActQuant(nn.Module):
 
     Attributes:
         step, offset: the learned s and β (0-d Parameters).
+
+    Example:
+        >>> act = LSQPlusActQuant(bits=8); _ = act(torch.linspace(-1, 3, 101))
+        >>> round(-act.offset.item() / act.step.item(), 4)   # the grid starts at an integer zero point
+        64.0
     """
 
     def __init__(self, bits=4, name="activation"):
@@ -226,6 +237,8 @@ class LSQPlusActQuant(nn.Module):
         self.initialized, self.g = False, 1.0
 
     def initialize(self, x):
+        """s₀ and β₀ from the least-MSE range of x (widened to contain 0), g = 1/√(N_F·Q_P)."""
+        _checks.check_tensor(x, f"activation {self.name!r}", finite=True)
         observer = MSEObserver(self.bits)
         observer(x)
         scale, zero_point = observer.calculate_qparams()

@@ -65,6 +65,7 @@ class PACTActQuant(nn.Module):
 
     def initialize(self, x):
         """α₀ = max(x) of the first batch, floored at EPS."""
+        _checks.check_tensor(x, f"activation {self.name!r}", finite=True)
         self.alpha.data = torch.clamp(x.detach().max(), min=EPS).to(self.alpha.dtype)
         self.initialized = True
 

@@ -180,6 +180,12 @@ def convert(model):
         TypeError: model is not an nn.Module.
         ValueError: model has no QAT quantizer (not from prepare_qat), or a learned step or
             clipping value is not finite and > 0.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> inference = convert(prepare_qat(net, "lsq", 4, 4, [torch.randn(8, 4)]))
+        >>> [type(m).__name__ for m in inference.modules() if "Quant" in type(m).__name__]
+        ['FrozenQuantWeight', 'FrozenQuantWeight', 'ActQuant', 'ActQuant']
     """
     _checks.check_module(model)
     if not isinstance(model, fx.GraphModule) or not qat_quantizers(model):

@@ -149,6 +149,12 @@ class ConvBN(nn.Module):
 
     Attributes:
         steps: training forward passes so far (a buffer).
+
+    Example:
+        >>> conv, bn = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)
+        >>> x = torch.randn(4, 1, 5, 5)
+        >>> torch.allclose(ConvBN(conv, bn)(x), bn(conv(x)), atol=1e-5)   # training mode
+        True
     """
 
     def __init__(self, conv, bn, freeze_bn_after=None):
