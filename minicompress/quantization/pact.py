@@ -12,8 +12,10 @@ learns from the values it clips, and α also scales the grid without that showin
 gradient. The paper starts α at 10 and trains from scratch with an L2 penalty on α; we start
 from a trained float model, so α starts at the largest value of the first batch (the range
 min-max calibration would give) and takes the optimizer's weight decay if the caller sets one.
-Weights: the paper quantizes them with DoReFa (`dorefa.DoReFaWeight`), which is what
-`prepare_qat(method="pact")` installs.
+Weights: the paper quantizes them with DoReFa's scheme (`dorefa.DoReFaWeight`), whose fixed
+[−1, 1] range assumes BatchNorm after each layer; `prepare_qat(method="pact")` installs the
+min-max weight quantizer of "ste" (`qat_ste.STEWeight`) instead, so that "pact" and "ste"
+differ by their activation quantizers only.
 
     pact_quantize   the core
     PACTActQuant    activation quantizer with the learned α

@@ -19,7 +19,7 @@ each with its paper, formula and gradient in its own module:
     "ste_fixed"  the same with the activation ranges of the first batch kept fixed
     "lsq"        learned step sizes, weights and activations (Esser et al. 2020)
     "lsq+"       LSQ weights, activations with a learned step and offset (Bhalgat et al. 2020)
-    "pact"       DoReFa weights, activations clipped at a learned α (Choi et al. 2018)
+    "pact"       activations clipped at a learned α (Choi et al. 2018); weights as "ste"
     "dorefa"     tanh-normalized weights, activations of clip(x, 0, 1) (Zhou et al. 2016)
 
 What is quantized is what `quantize_ptq` quantizes: the weight of every Linear and
@@ -59,6 +59,8 @@ QAT_METHODS = {
     "ste_fixed": (STEWeight, FixedRangeActQuant),
     "lsq": (LSQWeight, LSQActQuant),
     "lsq+": (LSQWeight, LSQPlusActQuant),
+    # PACT's paper quantizes weights with DoReFa; we use the min-max weights of "ste", so that
+    # "pact" differs from "ste" by its activations only (DoReFa weights also need BatchNorm)
     "pact": (STEWeight, PACTActQuant),
     "dorefa": (DoReFaWeight, DoReFaActQuant),
 }
@@ -89,8 +91,8 @@ def prepare_qat(
     Args:
         model: an nn.Module torch.fx can trace, usually a trained float model.
         method: a name in `QAT_METHODS`: "ste", "ste_fixed", "lsq", "lsq+", "pact", "dorefa".
-        weight_bits: weight bits, an int: [2, 16] for "ste" and the LSQ methods, [1, 15]
-            for "pact" and "dorefa" (whose inference grid takes one bit more).
+        weight_bits: weight bits, an int: [2, 16] for "ste", "ste_fixed", "pact" and the LSQ
+            methods, [1, 15] for "dorefa" (whose inference grid takes one bit more).
         act_bits: activation bits, an int in [1, 16] ([2, 16] for an LSQ activation with
             negative values, which needs a signed grid).
         calibration_loader: an iterable of batches (a DataLoader); its first batch, an input
