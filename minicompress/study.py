@@ -186,6 +186,22 @@ def lsq_w2a2(model, context):
     return _lsq_row(model, context, 2)
 
 
+# --- int8 on real kernels ---------------------------------------------------------------------
+INT8_CALIBRATION_BATCHES = 8  # training batches the activation observers see
+
+
+def int8_backend(model, context):
+    """Static int8 PTQ (BN folded, per-channel weights, min-max activations) calibrated on 8
+    training batches, then run on torch's int8 CPU kernels with our scales (`to_backend`)."""
+    from .quantization.backend import to_backend
+    from .quantization.ptq import quantize_ptq
+
+    if context.device.type != "cpu":
+        raise NotApplicable("torch's int8 kernels run on the CPU only (use --device cpu)")
+    calibration = [b for _, b in zip(range(INT8_CALIBRATION_BATCHES), context.train_loader)]
+    return to_backend(quantize_ptq(model.cpu().eval(), calibration))
+
+
 METHODS = {
     "baseline": baseline,
     "magnitude_90": magnitude_90,
@@ -194,6 +210,7 @@ METHODS = {
     "slim": slim_row,
     "lsq_w4a4": lsq_w4a4,
     "lsq_w2a2": lsq_w2a2,
+    "int8_backend": int8_backend,
 }
 
 

@@ -368,3 +368,32 @@ def test_every_method_class_constructs_with_its_defaults():
         act_cls()
     ConvBN(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     copy.deepcopy(prepare_qat(conv_net(), "pact", 4, 4, loader()))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_converted_w8a8_model_runs_on_the_integer_pipeline_and_the_int8_kernels(
+    method,
+):
+    # convert hands over quantize_ptq's module types, so deployment reads a QAT model as it
+    # reads a PTQ one. Integer requantization may move a code of the last quantized
+    # activation by one where the float value sits near a rounding tie: at most one step of
+    # that activation through each row of the last layer's weights.
+    from minicompress.quantization import to_backend, to_integer
+
+    weight_bits = 7 if method == "dorefa" else 8  # DoReFa's grid takes one bit more
+    qat = prepare_qat(conv_net(), method, weight_bits, 8, loader())
+    train_steps(qat)
+    converted = convert(qat)
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    last_act = activation_quantizers(converted)["_5_quant"]
+    bound = float(last_act.scale) * float(
+        converted.get_submodule("6").weight.detach().abs().sum(1).max()
+    )
+    with torch.no_grad():
+        reference = converted(x)
+        integer = to_integer(converted)(x)
+        assert float((integer - reference).abs().max()) <= bound
+        assert bool((integer.argmax(1) == reference.argmax(1)).float().mean() >= 0.9)
+        if "x86" in torch.backends.quantized.supported_engines:
+            backend = to_backend(converted)(x)
+            assert float((backend - reference).abs().max()) <= bound

@@ -34,6 +34,14 @@ and optimizers work); activations are modules inserted with torch.fx.
     pact            pact_quantize, PACTActQuant
     dorefa          quantize_k, dorefa_weight, dorefa_activation, DoReFaWeight, DoReFaActQuant
     frozen          FrozenQuantWeight, frozen_act_quant (what convert installs)
+    integer         to_integer (integer-only inference, Jacob et al. 2018), integer_plan;
+                    IntegerLinear, IntegerConv, QuantizeInput, IntegerReLU, IntegerMaxPool,
+                    IntegerAvgPool; cores quantize_multiplier, rounding_doubling_high_mul,
+                    rounding_right_shift, requantize, integer_matmul, im2col,
+                    accumulator_bound; INT32_MAX
+    backend         to_backend (torch's int8 CPU kernels with our scales), Int8Linear,
+                    Int8Conv2d, Int8Quantize; ENGINES
+    export          export_onnx (float, pruned, QDQ int8), OnnxModel (onnxruntime session); OPSET
 """
 
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
@@ -77,7 +85,8 @@ from .range_search import (
     mse_range,
     percentile_range,
 )
-from .ste import grad_scale, round_ste, straight_through
+
+# Quantization-aware training.
 from .dorefa import (
     DoReFaActQuant,
     DoReFaWeight,
@@ -96,3 +105,26 @@ from .lsq import (
 from .pact import PACTActQuant, pact_quantize
 from .qat import QAT_METHODS, convert, prepare_qat, qat_quantizers
 from .qat_ste import ConvBN, EMAActQuant, FixedRangeActQuant, STEWeight
+from .ste import grad_scale, round_ste, straight_through
+
+# Integer inference and deployment.
+from .backend import ENGINES, Int8Conv2d, Int8Linear, Int8Quantize, to_backend
+from .export import OPSET, OnnxModel, export_onnx
+from .integer import (
+    INT32_MAX,
+    IntegerAvgPool,
+    IntegerConv,
+    IntegerLinear,
+    IntegerMaxPool,
+    IntegerReLU,
+    QuantizeInput,
+    accumulator_bound,
+    im2col,
+    integer_matmul,
+    integer_plan,
+    quantize_multiplier,
+    requantize,
+    rounding_doubling_high_mul,
+    rounding_right_shift,
+    to_integer,
+)
