@@ -30,6 +30,7 @@ from .pruning.slimming import slim
 from .pruning.bn_sparsity import BNSparsity
 from .pruning.structured import prune_channels_to_macs
 from .distillation import Distiller, Term, kd_loss
+from .quantization.qat import convert, prepare_qat
 
 __all__ = [
     "METHODS",
@@ -222,6 +223,41 @@ def _kd_batches(context):
     )
 
 
+# ---- quantization-aware training -----------------------------------------------------------
+# LSQ (Esser et al. 2020) fine-tunes the trained model through its quantizers for a fifth of
+# the baseline's epochs, then converts it to the post-training inference form (the packed
+# size counts b-bit weights). SGD with momentum, as in the paper: its gradient scale
+# 1/sqrt(N·Q_P) is tuned for SGD, and Adam at the baseline's rate moves the small
+# per-channel steps by more than their size.
+QAT_FRACTION, QAT_LR = 1 / 5, 0.005
+
+
+def _lsq_row(model, context, bits):
+    qat = prepare_qat(model.cpu(), "lsq", bits, bits, context.train_loader)
+    optimizer = torch.optim.SGD(qat.parameters(), lr=QAT_LR, momentum=0.9)
+    train.fit(
+        qat,
+        context.train_loader,
+        max(1, round(context.epochs * QAT_FRACTION)),
+        optimizer=optimizer,
+        device=context.device,
+        progress=context.progress,
+        schedule="onecycle",
+    )
+    return convert(qat.cpu())
+
+
+def lsq_w4a4(model, context):
+    """LSQ with 4-bit weights (one learned step per output channel) and 4-bit activations,
+    fine-tuned for a fifth of the baseline's epochs, converted to the PTQ inference form."""
+    return _lsq_row(model, context, 4)
+
+
+def lsq_w2a2(model, context):
+    """LSQ with 2-bit weights and activations, as `lsq_w4a4`."""
+    return _lsq_row(model, context, 2)
+
+
 # --- int8 on real kernels ---------------------------------------------------------------------
 INT8_CALIBRATION_BATCHES = 8  # training batches the activation observers see
 
@@ -275,12 +311,15 @@ METHODS = {
     "gradual_90": gradual_90,
     "channels_50_macs": channels_50_macs,
     "slim": slim_row,
+    "ptq_int8": ptq_int8,
+    "ptq_w4": ptq_w4,
+    "lsq_w4a4": lsq_w4a4,
+    "lsq_w2a2": lsq_w2a2,
     "int8_backend": int8_backend,
     # distillation rows
     "student_alone": student_alone,
     "kd_student": kd_student,
 }
-METHODS.update({"ptq_int8": ptq_int8, "ptq_w4": ptq_w4})
 
 
 # The batch of the second latency column: at 64 images even LeNet-5's forward pass is

@@ -22,6 +22,13 @@ MODULES = [
     "equalization",
     "bias_correction",
     "adaround",
+    "ste",
+    "qat",
+    "qat_ste",
+    "lsq",
+    "pact",
+    "dorefa",
+    "frozen",
 ]
 
 

@@ -1,4 +1,4 @@
-"""The post-training quantization rows of the trade-off study: ptq_int8 and ptq_w4."""
+"""The quantization rows of the trade-off study: ptq_int8, ptq_w4, lsq_w4a4 and lsq_w2a2."""
 
 from minicompress import study
 
@@ -14,3 +14,20 @@ def test_ptq_rows_are_stored_packed_and_keep_the_accuracy():
     assert base["size_bytes"] / w4["size_bytes"] > 5.5
     assert int8["accuracy"] >= base["accuracy"] - 0.02
     assert w4["accuracy"] >= base["accuracy"] - 0.1
+
+
+def test_lsq_rows_train_convert_and_store_packed_low_bit_weights():
+    rows = study.run_study(
+        ["lsq_w4a4", "lsq_w2a2"],
+        dataset="digits",
+        model="lenet300",
+        epochs=3,
+        progress=False,
+    )
+    assert [r["name"] for r in rows] == ["baseline", "lsq_w4a4", "lsq_w2a2"]
+    base, w4, w2 = rows
+    assert w4["size_format"] == w2["size_format"] == "packed"
+    # 4-bit and 2-bit codes: far below the float file (about 8x and 16x on the weights,
+    # less in all, as biases and the framing of each tensor stay)
+    assert w2["size_bytes"] < w4["size_bytes"] < base["size_bytes"] / 3
+    assert w4["accuracy"] > 0.5 and w2["accuracy"] > 0.3

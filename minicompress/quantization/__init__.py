@@ -24,6 +24,16 @@ and optimizers work); activations are modules inserted with torch.fx.
     packing         pack_bits, unpack_bits, packed_nbytes; the `pack`/`unpack` protocol that
                     `measure.size_bytes(model, format="packed")` stores
     float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
+    ste             straight_through, round_ste, grad_scale (the gradient tricks of QAT)
+    qat             prepare_qat (quantization-aware training), convert (-> the PTQ inference
+                    model), qat_quantizers, QAT_METHODS ("ste", "ste_fixed", "lsq", "lsq+",
+                    "pact", "dorefa")
+    qat_ste         STEWeight, EMAActQuant, FixedRangeActQuant (Jacob et al. 2018), ConvBN
+                    (BatchNorm folded during training, Krishnamoorthi 2018)
+    lsq             lsq_quantize, lsq_plus_quantize, LSQWeight, LSQActQuant, LSQPlusActQuant
+    pact            pact_quantize, PACTActQuant
+    dorefa          quantize_k, dorefa_weight, dorefa_activation, DoReFaWeight, DoReFaActQuant
+    frozen          FrozenQuantWeight, frozen_act_quant (what convert installs)
     integer         to_integer (integer-only inference, Jacob et al. 2018), integer_plan;
                     IntegerLinear, IntegerConv, QuantizeInput, IntegerReLU, IntegerMaxPool,
                     IntegerAvgPool; cores quantize_multiplier, rounding_doubling_high_mul,
@@ -81,6 +91,27 @@ from .range_search import (
     mse_range,
     percentile_range,
 )
+
+# Quantization-aware training.
+from .dorefa import (
+    DoReFaActQuant,
+    DoReFaWeight,
+    dorefa_activation,
+    dorefa_weight,
+    quantize_k,
+)
+from .frozen import FrozenQuantWeight, frozen_act_quant
+from .lsq import (
+    LSQActQuant,
+    LSQPlusActQuant,
+    LSQWeight,
+    lsq_plus_quantize,
+    lsq_quantize,
+)
+from .pact import PACTActQuant, pact_quantize
+from .qat import QAT_METHODS, convert, prepare_qat, qat_quantizers
+from .qat_ste import ConvBN, EMAActQuant, FixedRangeActQuant, STEWeight
+from .ste import grad_scale, round_ste, straight_through
 
 # Integer inference and deployment.
 from .backend import ENGINES, Int8Conv2d, Int8Linear, Int8Quantize, to_backend
