@@ -19,6 +19,11 @@ MODULES = [
     "calibration",
     "packing",
     "float_formats",
+    "binary",
+    "ternary",
+    "power_of_two",
+    "kmeans",
+    "mixed_precision",
 ]
 
 
