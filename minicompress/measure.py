@@ -384,7 +384,9 @@ def _parameter_tensors(model):
 
 def _parameter_names(model):
     for module_name, module in model.named_modules():
-        if isinstance(module, parametrize.ParametrizationList):
+        # A parametrization's own parameters (a k-means codebook, a learned scale) are part
+        # of the tensor it produces, which is counted once below under the owner's name.
+        if ".parametrizations." in f".{module_name}.":
             continue
         prefix = f"{module_name}." if module_name else ""
         for name, _ in module.named_parameters(recurse=False):

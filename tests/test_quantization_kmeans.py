@@ -171,3 +171,10 @@ def test_bad_arguments_are_clear_errors_and_the_model_is_unchanged():
     assert unchanged(net, before)
     with pytest.raises(ValueError, match="a 1-bit codebook holds 2 entries, got 3"):
         KMeansWeight(torch.zeros(3), torch.zeros(2, dtype=torch.long), bits=1)
+
+
+def test_measure_counts_each_shared_weight_once_and_not_the_codebook_again():
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 2))
+    quantized = quantize_kmeans(net, bits=2)
+    assert measure.count_params(quantized) == measure.count_params(net) == 8 * 4 + 4 + 4 * 2 + 2
+    assert measure.summary(quantized, torch.zeros(1, 8))["params"] == 46
