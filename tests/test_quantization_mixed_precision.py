@@ -152,3 +152,11 @@ def test_a_budget_below_the_smallest_widths_is_refused():
         allocate_bits(net, sensitivity, 10)
     with pytest.raises(ValueError, match="sensitivity names 'x'"):
         allocate_bits(net, {"x": {8: 0.0}}, 100)
+
+
+def test_bytes_left_after_a_large_step_are_spent_raising_layers_again():
+    net = three_layers()  # weights: 512, 256, 32
+    sensitivity = {"0": {8: 0.0, 2: 0.1}, "2": {8: 0.0, 4: 0.5}, "4": {8: 0.0, 4: 0.001}}
+    # Descent to 700 bytes: "4" 8->4 first (0.001/16), still 784; then "0" 8->2 (0.1/384), 400.
+    # Refill: 300 bytes of room; "4" back to 8 costs 16 and removes 0.001.
+    assert allocate_bits(net, sensitivity, 700) == {"0": 2, "2": 8, "4": 8}

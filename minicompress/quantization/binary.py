@@ -72,9 +72,7 @@ def xnor_weight(w):
     The gradient is the paper's §3.1 formula ∂L/∂W_i = ∂L/∂Ŵ_i (1/n + α_c·1[|W_i| <= 1]), the
     diagonal of the Jacobian of α·sign(W) (the paper drops the terms of α through W_j, j != i).
     """
-    n = w[
-        0
-    ].numel()  # weights per filter: C_in·kH·kW for a conv, in_features for a Linear
+    n = w[0].numel()  # per filter: C_in·kH·kW (conv) or in_features (Linear)
     alpha = w.detach().abs().reshape(len(w), -1).mean(1)  # (C_out,)
     alpha = alpha.reshape(-1, *([1] * (w.dim() - 1)))  # (C_out, 1, ...) to broadcast
     signs = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)

@@ -10,7 +10,8 @@ AIMET's automatic mixed precision):
                   (accuracy drop), or the data-free ‖Ŵ_l − W_l‖² / ‖W_l‖² at b bits
     greedy        start every layer at its largest width; while Σ_l ceil(n_l·b_l / 8) > budget,
                   lower the one layer whose next width costs the least sensitivity per byte
-                  saved, Δs_l / Δbytes_l
+                  saved, Δs_l / Δbytes_l; then spend what is left of the budget raising layers
+                  (the best Δs_l / Δbytes_l first) while they fit
 
 Layers are quantized by a weight scheme chosen by name (WEIGHT_SCHEMES: "uniform" per-channel
 symmetric, "power_of_two", "kmeans", "binaryconnect", "xnor", "twn", "ttq"), each with the bit
@@ -177,7 +178,8 @@ def allocate_bits(model, sensitivity, budget_bytes):
 
     Every layer starts at its largest width in `sensitivity`; while `weight_bytes` exceeds the
     budget, the layer whose next smaller width adds the least sensitivity per byte saved is
-    lowered (ties: the larger saving, then model order).
+    lowered (ties: the larger saving, then model order). Then, while the budget has room, the
+    layer whose next larger width removes the most sensitivity per byte is raised again.
 
     Args:
         model: the model `sensitivity` was measured on (for the weight counts).
@@ -222,6 +224,7 @@ def allocate_bits(model, sensitivity, budget_bytes):
             f"budget_bytes={budget} is below the {smallest} bytes the smallest widths need"
         )
     order = list(options)
+    # 1. Descend: lower the layer whose next smaller width costs least per byte saved.
     while weight_bytes(model, chosen) > budget:
         moves = []
         for name in order:
@@ -236,6 +239,26 @@ def allocate_bits(model, sensitivity, budget_bytes):
             )
         _, _, _, name, lower = min(moves)
         chosen[name] = lower
+    # 2. Refill: one large step (a big layer dropping a bit) can undershoot the budget by
+    # kilobytes; raise the layers whose next larger width buys the most per byte, while it fits.
+    while True:
+        room = budget - weight_bytes(model, chosen)
+        moves = []
+        for name in order:
+            widths, b = options[name], chosen[name]
+            if b == widths[0]:
+                continue
+            higher = widths[widths.index(b) - 1]
+            spent = packed_nbytes(numel[name], higher) - packed_nbytes(numel[name], b)
+            gain = sensitivity[name][b] - sensitivity[name][higher]
+            if spent <= room and gain > 0:
+                moves.append(
+                    (-gain / max(spent, 1), spent, order.index(name), name, higher)
+                )
+        if not moves:
+            break
+        _, _, _, name, higher = min(moves)
+        chosen[name] = higher
     return chosen
 
 
