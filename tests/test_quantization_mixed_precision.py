@@ -91,23 +91,37 @@ def test_quantization_error_is_the_relative_squared_weight_error():
 
 
 def test_greedy_allocation_lowers_the_cheapest_layer_per_byte_first():
-    net = three_layers()  # weights: 512, 256, 32
+    net = three_layers()  # weights: 512, 256, 32; outputs 32, 8, 4
     sensitivity = {
         "0": {8: 0.0, 4: 0.01, 2: 0.30},
         "2": {8: 0.0, 4: 0.02, 2: 0.05},
         "4": {8: 0.0, 4: 0.50, 2: 0.90},
     }
+    scales = 4 * (32 + 8 + 4)  # one float32 scale per output channel, whatever the width
     full = weight_bytes(net, {"0": 8, "2": 8, "4": 8})
-    assert full == 512 + 256 + 32
+    assert full == 512 + 256 + 32 + scales
     # Worked by hand. Moves as (Δcost / Δbytes): 0:8->4 0.01/256, 2:8->4 0.02/128, 4:8->4 0.5/16.
     # Budget 600 -> take 0:8->4 (saves 256, total 544).
-    assert allocate_bits(net, sensitivity, 600) == {"0": 4, "2": 8, "4": 8}
+    assert allocate_bits(net, sensitivity, 600 + scales) == {"0": 4, "2": 8, "4": 8}
     # Budget 420: next 2:8->4 (0.02/128 = 1.6e-4) beats 0:4->2 (0.29/128 = 2.3e-3) -> 416.
-    assert allocate_bits(net, sensitivity, 420) == {"0": 4, "2": 4, "4": 8}
+    assert allocate_bits(net, sensitivity, 420 + scales) == {"0": 4, "2": 4, "4": 8}
     # Budget 380: next 2:4->2 (0.03/64 = 4.7e-4) -> 352.
-    assert allocate_bits(net, sensitivity, 380) == {"0": 4, "2": 2, "4": 8}
-    allocation = allocate_bits(net, sensitivity, 300)
-    assert weight_bytes(net, allocation) <= 300
+    assert allocate_bits(net, sensitivity, 380 + scales) == {"0": 4, "2": 2, "4": 8}
+    allocation = allocate_bits(net, sensitivity, 300 + scales)
+    assert weight_bytes(net, allocation) <= 300 + scales
+
+
+def test_a_codebook_is_part_of_the_price_of_a_width():
+    net = three_layers()
+    # k-means: 512·2/8 codes + 4 centroids, 512·8/8 + 256 centroids of 4 bytes.
+    assert weight_bytes(net, {"0": 2}, "kmeans") == 128 + 16
+    assert weight_bytes(net, {"0": 8}, "kmeans") == 512 + 1024
+    # Moves 8 -> 4 bits: "0" saves 256 bytes of codes + 960 of codebook (0.05 / 1216), "4"
+    # saves 16 + 960 (0.01 / 976): "4" is cheaper per byte. Pricing the codes alone would
+    # have chosen "0" (0.05 / 256 against 0.01 / 16).
+    sensitivity = {"0": {8: 0.0, 4: 0.05}, "4": {8: 0.0, 4: 0.01}}
+    budget = weight_bytes(net, {"0": 8, "4": 8}, "kmeans") - 100
+    assert allocate_bits(net, sensitivity, budget, scheme="kmeans") == {"0": 8, "4": 4}
 
 
 def test_binary_with_four_bits_is_a_clear_error_and_the_model_is_unchanged():
@@ -148,7 +162,7 @@ def test_binary_with_four_bits_is_a_clear_error_and_the_model_is_unchanged():
 def test_a_budget_below_the_smallest_widths_is_refused():
     net = three_layers()
     sensitivity = {"0": {8: 0.0, 2: 1.0}, "2": {8: 0.0, 2: 1.0}}
-    with pytest.raises(ValueError, match="budget_bytes=10 is below the 192 bytes"):
+    with pytest.raises(ValueError, match="budget_bytes=10 is below the 352 bytes"):
         allocate_bits(net, sensitivity, 10)
     with pytest.raises(ValueError, match="sensitivity names 'x'"):
         allocate_bits(net, {"x": {8: 0.0}}, 100)
@@ -157,6 +171,7 @@ def test_a_budget_below_the_smallest_widths_is_refused():
 def test_bytes_left_after_a_large_step_are_spent_raising_layers_again():
     net = three_layers()  # weights: 512, 256, 32
     sensitivity = {"0": {8: 0.0, 2: 0.1}, "2": {8: 0.0, 4: 0.5}, "4": {8: 0.0, 4: 0.001}}
-    # Descent to 700 bytes: "4" 8->4 first (0.001/16), still 784; then "0" 8->2 (0.1/384), 400.
-    # Refill: 300 bytes of room; "4" back to 8 costs 16 and removes 0.001.
-    assert allocate_bits(net, sensitivity, 700) == {"0": 2, "2": 8, "4": 8}
+    scales = 4 * (32 + 8 + 4)
+    # Descent to 700 bytes of codes: "4" 8->4 first (0.001/16), still 784; then "0" 8->2
+    # (0.1/384), 400. Refill: 300 bytes of room; "4" back to 8 costs 16 and removes 0.001.
+    assert allocate_bits(net, sensitivity, 700 + scales) == {"0": 2, "2": 8, "4": 8}

@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 # Codebooks up to this many entries are stored as plain numbers in the packed file: a tensor
-# record costs about 250 bytes of torch.save framing, more than 16 pickled floats (9 bytes each).
-PLAIN_CODEBOOK = 64
+# record costs about 250 bytes of torch.save framing plus 4 per entry, a pickled float 9 bytes,
+# so up to about 50 entries the plain numbers are smaller.
+PLAIN_CODEBOOK = 32
 
 
 def linear_init(w, k, generator=None):

@@ -46,23 +46,39 @@ __all__ = [
 
 
 class Scheme(NamedTuple):
-    """A weight quantization scheme: make(weight, bits) -> parametrization, and its bit range."""
+    """A weight quantization scheme: make(weight, bits) -> parametrization, its bit range, and
+    table_bytes(weight, bits), the float32 bytes it stores beside the codes (scales, codebook)."""
 
     make: Callable
     min_bits: int
     max_bits: int
+    table_bytes: Callable
 
 
 WEIGHT_SCHEMES = {
-    "uniform": Scheme(lambda weight, bits: FakeQuantWeight(bits, axis=0), 2, 16),
-    "power_of_two": Scheme(lambda weight, bits: PowerOfTwoWeight(bits), 2, 8),
-    "kmeans": Scheme(lambda weight, bits: KMeansWeight.from_weight(weight, bits), 1, 8),
-    "binaryconnect": Scheme(
-        lambda weight, bits: BINARY_METHODS["binaryconnect"](weight), 1, 1
+    # one float32 scale per output channel (the zero point of a symmetric grid is one int)
+    "uniform": Scheme(
+        lambda weight, bits: FakeQuantWeight(bits, axis=0), 2, 16, lambda w, b: 4 * len(w)
     ),
-    "xnor": Scheme(lambda weight, bits: BINARY_METHODS["xnor"](weight), 1, 1),
-    "twn": Scheme(lambda weight, bits: TERNARY_METHODS["twn"](weight), 2, 2),
-    "ttq": Scheme(lambda weight, bits: TERNARY_METHODS["ttq"](weight), 2, 2),
+    # one int, k_min
+    "power_of_two": Scheme(
+        lambda weight, bits: PowerOfTwoWeight(bits), 2, 8, lambda w, b: 4
+    ),
+    # a codebook of 2^b float32 values
+    "kmeans": Scheme(
+        lambda weight, bits: KMeansWeight.from_weight(weight, bits),
+        1,
+        8,
+        lambda w, b: 4 * 2**b,
+    ),
+    "binaryconnect": Scheme(
+        lambda weight, bits: BINARY_METHODS["binaryconnect"](weight), 1, 1, lambda w, b: 4
+    ),
+    "xnor": Scheme(
+        lambda weight, bits: BINARY_METHODS["xnor"](weight), 1, 1, lambda w, b: 4 * len(w)
+    ),
+    "twn": Scheme(lambda weight, bits: TERNARY_METHODS["twn"](weight), 2, 2, lambda w, b: 8),
+    "ttq": Scheme(lambda weight, bits: TERNARY_METHODS["ttq"](weight), 2, 2, lambda w, b: 8),
 }
 
 
@@ -164,17 +180,26 @@ def quantization_error(model, bits=(2, 3, 4, 8), scheme="uniform", exclude=()):
     return errors
 
 
-def weight_bytes(model, bits):
-    """Σ ceil(n_l·b_l / 8): the packed weight codes of `bits` {layer: width} (no scales,
-    biases or framing)."""
+def weight_bytes(model, bits, scheme="uniform"):
+    """Σ_l ceil(n_l·b_l / 8) + the scheme's scales or codebook: the bytes of the quantized
+    weights of `bits` {layer: width} (biases and torch.save's framing not included).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(16, 4))
+        >>> weight_bytes(net, {"0": 2}, "kmeans")   # 64·2/8 codes + 4 centroids·4 bytes
+        32
+    """
+    spec = WEIGHT_SCHEMES[_checks.check_choice(scheme, "scheme", WEIGHT_SCHEMES)]
     layers = quantizable_layers(model)
     return sum(
-        packed_nbytes(layers[name].weight.numel(), b) for name, b in bits.items()
+        packed_nbytes(layers[name].weight.numel(), b) + spec.table_bytes(layers[name].weight, b)
+        for name, b in bits.items()
     )
 
 
-def allocate_bits(model, sensitivity, budget_bytes):
-    """Greedy bit allocation: the widths of `sensitivity` that fit `budget_bytes` of weight codes.
+def allocate_bits(model, sensitivity, budget_bytes, scheme="uniform"):
+    """Greedy bit allocation: the widths of `sensitivity` whose weights fit in `budget_bytes`.
 
     Every layer starts at its largest width in `sensitivity`; while `weight_bytes` exceeds the
     budget, the layer whose next smaller width adds the least sensitivity per byte saved is
@@ -184,7 +209,9 @@ def allocate_bits(model, sensitivity, budget_bytes):
     Args:
         model: the model `sensitivity` was measured on (for the weight counts).
         sensitivity: {layer: {bits: cost}} from `layer_sensitivity` or `quantization_error`.
-        budget_bytes: an int >= 1, the most bytes the weight codes may take.
+        budget_bytes: an int >= 1, the most bytes the quantized weights may take
+            (`weight_bytes`: codes plus the scheme's scales or codebooks).
+        scheme: the name in WEIGHT_SCHEMES the widths are for (it prices the codebooks).
 
     Returns:
         {layer: bits}.
@@ -196,14 +223,15 @@ def allocate_bits(model, sensitivity, budget_bytes):
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
         >>> cost = {"0": {2: 0.5, 8: 0.0}, "1": {2: 0.1, 8: 0.0}}
-        >>> allocate_bits(net, cost, budget_bytes=64 + 16)   # one layer to 2 bits: the cheap one
+        >>> budget = 64 + 16 + 2 * 32   # codes at 8 and 2 bits + a float32 scale per output
+        >>> allocate_bits(net, cost, budget)   # one layer to 2 bits: the one that costs less
         {'0': 8, '1': 2}
     """
     budget = _checks.check_int(budget_bytes, "budget_bytes", low=1)
+    _checks.check_choice(scheme, "scheme", WEIGHT_SCHEMES)
     if not isinstance(sensitivity, dict) or not sensitivity:
         raise TypeError("sensitivity must be a non-empty dict {layer: {bits: cost}}")
     layers = quantizable_layers(model)
-    numel = {}
     for name, costs in sensitivity.items():
         if name not in layers:
             raise ValueError(
@@ -213,26 +241,29 @@ def allocate_bits(model, sensitivity, budget_bytes):
             raise TypeError(
                 f"sensitivity[{name!r}] must be a non-empty dict {{bits: cost}}"
             )
-        numel[name] = layers[name].weight.numel()
     options = {name: sorted(costs, reverse=True) for name, costs in sensitivity.items()}
     chosen = {name: widths[0] for name, widths in options.items()}
     smallest = weight_bytes(
-        model, {name: widths[-1] for name, widths in options.items()}
+        model, {name: widths[-1] for name, widths in options.items()}, scheme
     )
     if smallest > budget:
         raise ValueError(
             f"budget_bytes={budget} is below the {smallest} bytes the smallest widths need"
         )
     order = list(options)
+
+    def size(name, b):  # the bytes of one layer at b bits
+        return weight_bytes(model, {name: b}, scheme)
+
     # 1. Descend: lower the layer whose next smaller width costs least per byte saved.
-    while weight_bytes(model, chosen) > budget:
+    while weight_bytes(model, chosen, scheme) > budget:
         moves = []
         for name in order:
             widths, b = options[name], chosen[name]
             if b == widths[-1]:
                 continue
             lower = widths[widths.index(b) + 1]
-            saved = packed_nbytes(numel[name], b) - packed_nbytes(numel[name], lower)
+            saved = size(name, b) - size(name, lower)
             extra = sensitivity[name][lower] - sensitivity[name][b]
             moves.append(
                 (extra / max(saved, 1), -saved, order.index(name), name, lower)
@@ -242,14 +273,14 @@ def allocate_bits(model, sensitivity, budget_bytes):
     # 2. Refill: one large step (a big layer dropping a bit) can undershoot the budget by
     # kilobytes; raise the layers whose next larger width buys the most per byte, while it fits.
     while True:
-        room = budget - weight_bytes(model, chosen)
+        room = budget - weight_bytes(model, chosen, scheme)
         moves = []
         for name in order:
             widths, b = options[name], chosen[name]
             if b == widths[0]:
                 continue
             higher = widths[widths.index(b) - 1]
-            spent = packed_nbytes(numel[name], higher) - packed_nbytes(numel[name], b)
+            spent = size(name, higher) - size(name, b)
             gain = sensitivity[name][b] - sensitivity[name][higher]
             if spent <= room and gain > 0:
                 moves.append(
