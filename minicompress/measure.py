@@ -75,6 +75,10 @@ def effective_state_dict(model):
             for name in module.parametrizations:
                 with torch.no_grad():
                     state[prefix + name] = getattr(module, name).detach()
+        if type(module).get_extra_state is not nn.Module.get_extra_state:
+            # Plain numbers a module saves beside its tensors (an int8 layer's output scale and
+            # zero point, say), as `state_dict` stores them.
+            state[prefix + "_extra_state"] = module.get_extra_state()
     return state
 
 

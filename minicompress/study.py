@@ -151,6 +151,22 @@ def slim_row(model, context):
     return pruned
 
 
+# --- int8 on real kernels ---------------------------------------------------------------------
+INT8_CALIBRATION_BATCHES = 8  # training batches the activation observers see
+
+
+def int8_backend(model, context):
+    """Static int8 PTQ (BN folded, per-channel weights, min-max activations) calibrated on 8
+    training batches, then run on torch's int8 CPU kernels with our scales (`to_backend`)."""
+    from .quantization.backend import to_backend
+    from .quantization.ptq import quantize_ptq
+
+    if context.device.type != "cpu":
+        raise NotApplicable("torch's int8 kernels run on the CPU only (use --device cpu)")
+    calibration = [b for _, b in zip(range(INT8_CALIBRATION_BATCHES), context.train_loader)]
+    return to_backend(quantize_ptq(model.cpu().eval(), calibration))
+
+
 # Extreme and non-uniform quantization rows. Binary and ternary weights train for a fifth of
 # the baseline's epochs; k-means fine-tunes its centroids for a tenth (Deep Compression's and
 # the EfficientML lab's single epoch at 4 bits). All three are sized in their packed format.
@@ -189,6 +205,7 @@ METHODS = {
     "gradual_90": gradual_90,
     "channels_50_macs": channels_50_macs,
     "slim": slim_row,
+    "int8_backend": int8_backend,
     "xnor": xnor_row,
     "twn": twn_row,
     "kmeans_4bit": kmeans_4bit,

@@ -24,6 +24,14 @@ and optimizers work); activations are modules inserted with torch.fx.
     packing         pack_bits, unpack_bits, packed_nbytes; the `pack`/`unpack` protocol that
                     `measure.size_bytes(model, format="packed")` stores
     float_formats   FLOAT_FORMATS, round_trip, round_trip_error, CastWeight (float16/bfloat16)
+    integer         to_integer (integer-only inference, Jacob et al. 2018), integer_plan;
+                    IntegerLinear, IntegerConv, QuantizeInput, IntegerReLU, IntegerMaxPool,
+                    IntegerAvgPool; cores quantize_multiplier, rounding_doubling_high_mul,
+                    rounding_right_shift, requantize, integer_matmul, im2col,
+                    accumulator_bound; INT32_MAX
+    backend         to_backend (torch's int8 CPU kernels with our scales), Int8Linear,
+                    Int8Conv2d, Int8Quantize; ENGINES
+    export          export_onnx (float, pruned, QDQ int8), OnnxModel (onnxruntime session); OPSET
 
 Extreme and non-uniform weights (each a parametrization that packs itself, applied to a copy):
     binary          binarize (BinaryConnect, XNOR-Net), BINARY_METHODS, BinaryConnectWeight,
@@ -134,4 +142,26 @@ from .ternary import (
     ternarize,
     ttq_ternarize,
     twn_ternarize,
+)
+
+# Integer inference and deployment.
+from .backend import ENGINES, Int8Conv2d, Int8Linear, Int8Quantize, to_backend
+from .export import OPSET, OnnxModel, export_onnx
+from .integer import (
+    INT32_MAX,
+    IntegerAvgPool,
+    IntegerConv,
+    IntegerLinear,
+    IntegerMaxPool,
+    IntegerReLU,
+    QuantizeInput,
+    accumulator_bound,
+    im2col,
+    integer_matmul,
+    integer_plan,
+    quantize_multiplier,
+    requantize,
+    rounding_doubling_high_mul,
+    rounding_right_shift,
+    to_integer,
 )
