@@ -31,6 +31,7 @@ from .pruning.bn_sparsity import BNSparsity
 from .pruning.structured import prune_channels_to_macs
 from .distillation import Distiller, Term, kd_loss
 from .quantization.qat import convert, prepare_qat
+from .quantization import binarize, quantize_kmeans, ternarize
 
 __all__ = [
     "METHODS",
@@ -305,6 +306,38 @@ def _calibration_batches(context):
     return batches
 
 
+# Extreme and non-uniform quantization rows. Binary and ternary weights train for a fifth of
+# the baseline's epochs; k-means fine-tunes its centroids for a tenth (Deep Compression's and
+# the EfficientML lab's single epoch at 4 bits). All three are sized in their packed format.
+LOW_BIT_FRACTION, KMEANS_FRACTION = 1 / 5, 1 / 10
+
+
+def xnor_row(model, context):
+    """XNOR-Net binary weights, α·sign(W) with α the mean |W| of each filter (Rastegari et
+    al. 2016), trained for a fifth of the baseline's epochs; 1 bit per weight."""
+    binary = binarize(model.cpu(), "xnor")
+    _fine_tune(binary, context, epochs=max(1, round(context.epochs * LOW_BIT_FRACTION)))
+    return binary
+
+
+def twn_row(model, context):
+    """Ternary Weight Networks (Li et al. 2016): {−α, 0, +α} with Δ = 0.7·mean|W|, trained for
+    a fifth of the baseline's epochs; 2 bits per weight."""
+    ternary = ternarize(model.cpu(), "twn")
+    _fine_tune(
+        ternary, context, epochs=max(1, round(context.epochs * LOW_BIT_FRACTION))
+    )
+    return ternary
+
+
+def kmeans_4bit(model, context):
+    """Deep Compression's weight sharing (Han et al. 2016): 16 shared values per layer from
+    linearly initialised k-means, centroids fine-tuned for a tenth of the baseline's epochs."""
+    shared = quantize_kmeans(model.cpu(), bits=4)
+    _fine_tune(shared, context, epochs=max(1, round(context.epochs * KMEANS_FRACTION)))
+    return shared
+
+
 METHODS = {
     "baseline": baseline,
     "magnitude_90": magnitude_90,
@@ -316,6 +349,9 @@ METHODS = {
     "lsq_w4a4": lsq_w4a4,
     "lsq_w2a2": lsq_w2a2,
     "int8_backend": int8_backend,
+    "xnor": xnor_row,
+    "twn": twn_row,
+    "kmeans_4bit": kmeans_4bit,
     # distillation rows
     "student_alone": student_alone,
     "kd_student": kd_student,

@@ -163,6 +163,7 @@ CASES += sweep(
     measure.macs, dict(example_input=X28), NOT_MODEL + NOT_INPUT, models=lenet
 )
 CASES += sweep(measure.packed_tensors, {}, NOT_MODEL, models=lenet)
+CASES += sweep(measure.framing_bytes, {}, NOT_MODEL + [("format", "zip", ValueError), ("format", None, ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(measure.size_bytes, {}, NOT_MODEL + [("format", "zip", ValueError), ("format", None, ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(measure.encode_tensor, dict(tensor=torch.zeros(2, 2), format="csr"), [("tensor", [1], TypeError), ("format", "coo", ValueError)])  # fmt: skip
 CASES += sweep(measure.decode_tensor, dict(encoded=torch.zeros(2)), [("encoded", [1], TypeError), ("encoded", {"format": "coo"}, TypeError)])  # fmt: skip

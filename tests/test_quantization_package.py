@@ -29,6 +29,11 @@ MODULES = [
     "pact",
     "dorefa",
     "frozen",
+    "binary",
+    "ternary",
+    "power_of_two",
+    "kmeans",
+    "mixed_precision",
 ]
 
 

@@ -48,12 +48,60 @@ and optimizers work); activations are modules inserted with torch.fx.
                     weight_pair, layer_inputs, call_order
     adaround        adaround, AdaRoundWeight (packs itself); cores rectified_sigmoid,
                     rounding_regularizer, annealed_beta, optimize_rounding; ZETA, GAMMA
+
+Extreme and non-uniform weights (each a parametrization that packs itself, applied to a copy):
+    binary          binarize (BinaryConnect, XNOR-Net), BINARY_METHODS, BinaryConnectWeight,
+                    XnorWeight, BinaryActivation, ClipLatentWeights, glorot_scale; cores
+                    sign_ste, binaryconnect_weight, xnor_weight, binary_activation
+    ternary         ternarize (TWN, TTQ), TERNARY_METHODS, TernaryWeight, TrainedTernaryWeight;
+                    cores twn_ternarize, ttq_ternarize
+    power_of_two    quantize_power_of_two (weights on {0, ±2^k}), quantize_power_of_two_scales,
+                    PowerOfTwoWeight, PowerOfTwoScaleWeight, ROUNDINGS, SCALE_ROUNDINGS,
+                    scale_rounding_error; cores round_power_of_two, log_rounding, linear_rounding
+    kmeans          quantize_kmeans (Deep Compression weight sharing), KMeansWeight, INITS,
+                    kmeans_storage, compression_rate; cores linear_init, density_init,
+                    random_init, kmeans_1d
+    mixed_precision quantize_mixed, layer_sensitivity, quantization_error, allocate_bits,
+                    weight_bytes, WEIGHT_SCHEMES, Scheme
 """
 
+from .binary import (
+    BINARY_METHODS,
+    BinaryActivation,
+    BinaryConnectWeight,
+    ClipLatentWeights,
+    XnorWeight,
+    binarize,
+    binary_activation,
+    binaryconnect_weight,
+    glorot_scale,
+    sign_ste,
+    xnor_weight,
+)
 from .calibration import activation_quantizers, calibrate, check_loader, insert_before_layers
 from .fake_quant import ActQuant, DynamicActQuant, FakeQuantWeight, range_qparams
 from .float_formats import FLOAT_FORMATS, CastWeight, round_trip, round_trip_error
 from .folding import FOLDABLE, fold_batchnorm, fold_bn_weights
+from .kmeans import (
+    INITS,
+    KMeansWeight,
+    compression_rate,
+    density_init,
+    kmeans_1d,
+    kmeans_storage,
+    linear_init,
+    quantize_kmeans,
+    random_init,
+)
+from .mixed_precision import (
+    WEIGHT_SCHEMES,
+    Scheme,
+    allocate_bits,
+    layer_sensitivity,
+    quantization_error,
+    quantize_mixed,
+    weight_bytes,
+)
 from .observers import (
     OBSERVERS,
     EntropyObserver,
@@ -64,6 +112,18 @@ from .observers import (
     PercentileObserver,
 )
 from .packing import pack_bits, packed_nbytes, unpack_bits
+from .power_of_two import (
+    ROUNDINGS,
+    SCALE_ROUNDINGS,
+    PowerOfTwoScaleWeight,
+    PowerOfTwoWeight,
+    linear_rounding,
+    log_rounding,
+    quantize_power_of_two,
+    quantize_power_of_two_scales,
+    round_power_of_two,
+    scale_rounding_error,
+)
 from .ptq import (
     QUANTIZED_TYPES,
     quantizable_layers,
@@ -90,6 +150,14 @@ from .range_search import (
     kl_divergences,
     mse_range,
     percentile_range,
+)
+from .ternary import (
+    TERNARY_METHODS,
+    TernaryWeight,
+    TrainedTernaryWeight,
+    ternarize,
+    ttq_ternarize,
+    twn_ternarize,
 )
 
 # Quantization-aware training.
