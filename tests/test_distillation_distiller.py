@@ -17,11 +17,14 @@ from minicompress.distillation import (
     CRDEmbed,
     Distiller,
     IndexedDataset,
+    Paraphraser,
     Term,
+    Translator,
     VIDRegressor,
     at_loss,
     crd_loss,
     fitnet_loss,
+    ft_loss,
     kd_loss,
     rkd_distance_loss,
     vid_loss,
@@ -441,3 +444,37 @@ def test_other_bad_arguments_are_errors():
             lr=0.1,
             optimizer=torch.optim.SGD(student.parameters(), lr=0.1),
         )
+
+
+def test_a_frozen_teacher_side_adapter_keeps_its_eval_mode_and_its_statistics():
+    # Factor transfer's paraphraser is trained first, then frozen: its BatchNorm must keep
+    # the running statistics of that stage (eval mode), while the translator trains.
+    def conv_net(channels, seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, 3),
+        )
+
+    teacher, student = conv_net(6, 1).eval(), conv_net(4, 2)
+    paraphraser = Paraphraser(6).eval().requires_grad_(False)
+    translator = Translator(4, 3)
+    before = _snapshot(paraphraser)
+    term = Term(
+        ft_loss,
+        1.0,
+        student="1",
+        teacher="1",
+        adapter=translator,
+        teacher_adapter=paraphraser.encoder,
+    )
+    batches = [(torch.randn(4, 1, 5, 5), torch.tensor([0, 1, 2, 0]))] * 2
+    history = Distiller(teacher, student, term).fit(batches, 2, lr=0.01, progress=False)
+    assert len(history["ft"]) == 2
+    assert _unchanged(
+        paraphraser, before
+    )  # eval mode, same weights and running statistics
+    assert translator.training

@@ -84,7 +84,8 @@ class Term:
             loss several tensors (`VIDRegressor`: mean and variance).
         teacher_adapter: None, or an `nn.Module` (one per pair) applied to the teacher's
             tensor and trained with the student: CRD's teacher-side embedding head. The
-            teacher's tensor itself carries no gradient.
+            teacher's tensor itself carries no gradient. A frozen one (no parameter requires
+            grad: FT's trained paraphraser) keeps its train/eval mode.
         name: the key of the term in the history; default the loss's name without "_loss".
 
     Raises:
@@ -297,7 +298,13 @@ class Distiller:
         if self.adapters is None:
             self.adapters = adapters
         for module in self._learned_modules():
-            module.to(device).train()
+            # A frozen part (FT's trained paraphraser: no parameter requires grad) keeps its
+            # mode, so that its BatchNorm goes on using the statistics it was trained with.
+            parameters = list(module.parameters())
+            frozen = bool(parameters) and not any(p.requires_grad for p in parameters)
+            module.to(device)
+            if not frozen:
+                module.train()
         if optimizer is None:
             optimizer = torch.optim.Adam(
                 self.parameters(), lr=1e-3 if lr is None else lr
