@@ -37,8 +37,7 @@ from torch.nn.utils import parametrize
 from .. import _checks
 from .bias_correction import call_order, layer_inputs, weight_pair
 from .calibration import check_loader
-from .fake_quant import FakeQuantWeight, _along
-from .packing import pack_bits
+from .fake_quant import FakeQuantWeight, _along, uniform_record
 from .quantizers import from_grid
 
 __all__ = [
@@ -148,19 +147,9 @@ class AdaRoundWeight(nn.Module):
         if not self.hard:
             raise ValueError("AdaRoundWeight packs once hardened: call harden() first")
         codes = self.codes(weight.detach()).long() - self.qmin
-        per_tensor = self.axis is None
-        one_zero_point = bool((self.zero_point == self.zero_point.flatten()[0]).all())
-        return {
-            "format": "uniform",
-            "shape": tuple(weight.shape),
-            "dtype": str(weight.dtype).removeprefix("torch."),
-            "bits": self.bits,
-            "qmin": self.qmin,
-            "axis": self.axis,
-            "scale": float(self.scale) if per_tensor else self.scale.clone(),
-            "zero_point": int(self.zero_point.flatten()[0]) if one_zero_point else self.zero_point.clone(),
-            "codes": pack_bits(codes, self.bits),
-        }
+        return uniform_record(
+            weight, codes, self.scale, self.zero_point, self.bits, self.qmin, self.axis
+        )
 
     unpack = staticmethod(FakeQuantWeight.unpack)
 

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from .. import _checks
 from ..pruning.masks import Mask
-from .folding import fold_batchnorm
+from .folding import fold_batchnorm, module_calls
 
 __all__ = ["equalize", "equalization_pairs", "equalization_scales", "equalize_pair", "input_ranges"]
 
@@ -153,10 +153,7 @@ def equalization_pairs(graph_module):
     if it should be); ReLU6 is not positively homogeneous and ends a pair.
     """
     modules = dict(graph_module.named_modules())
-    calls = {}
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph_module)
     pairs = []
     for node in graph_module.graph.nodes:
         first = modules.get(node.target) if node.op == "call_module" else None

@@ -90,25 +90,7 @@ class FakeQuantWeight(nn.Module):
             round_to_grid(weight.detach(), s, z, self.qmin, self.qmax).long()
             - self.qmin
         )
-        # Plain numbers where one value serves every channel (per-tensor, or the zero points of
-        # a symmetric grid): a tensor record costs a few hundred bytes of framing on disk.
-        per_tensor = self.axis is None
-        one_zero_point = per_tensor or bool(
-            (zero_point == zero_point.flatten()[0]).all()
-        )
-        return {
-            "format": "uniform",
-            "shape": tuple(weight.shape),
-            "dtype": str(weight.dtype).removeprefix("torch."),
-            "bits": self.bits,
-            "qmin": self.qmin,
-            "axis": self.axis,
-            "scale": float(scale) if per_tensor else scale,
-            "zero_point": int(zero_point.flatten()[0])
-            if one_zero_point
-            else zero_point,
-            "codes": pack_bits(codes, self.bits),
-        }
+        return uniform_record(weight, codes, scale, zero_point, self.bits, self.qmin, self.axis)
 
     @staticmethod
     def unpack(packed):
@@ -127,6 +109,27 @@ class FakeQuantWeight(nn.Module):
     def extra_repr(self):
         scheme = "symmetric" if self.symmetric else "affine"
         return f"bits={self.bits}, {scheme}, {'signed' if self.signed else 'unsigned'}, axis={self.axis}"
+
+
+def uniform_record(weight, codes, scale, zero_point, bits, qmin, axis):
+    """The "uniform" record of the packing protocol: b-bit codes q − q_min of a weight of
+    `weight`'s shape and dtype, with the scale and zero point (per tensor, or (C,) along
+    `axis`) that `FakeQuantWeight.unpack` maps them back with."""
+    # Plain numbers where one value serves every channel (per-tensor, or the zero points of a
+    # symmetric grid): a tensor record costs a few hundred bytes of framing on disk.
+    per_tensor = axis is None
+    one_zero_point = per_tensor or bool((zero_point == zero_point.flatten()[0]).all())
+    return {
+        "format": "uniform",
+        "shape": tuple(weight.shape),
+        "dtype": str(weight.dtype).removeprefix("torch."),
+        "bits": bits,
+        "qmin": qmin,
+        "axis": axis,
+        "scale": float(scale) if per_tensor else scale.clone(),
+        "zero_point": int(zero_point.flatten()[0]) if one_zero_point else zero_point.clone(),
+        "codes": pack_bits(codes, bits),
+    }
 
 
 class ActQuant(nn.Module):

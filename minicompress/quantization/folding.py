@@ -13,6 +13,7 @@ weights are quantized after folding, with the ranges they will actually have.
 Entry points: fold_batchnorm(model) -> a folded copy; fold_bn_weights (the core).
 """
 
+import collections
 import copy
 
 import torch
@@ -93,13 +94,20 @@ def fold_batchnorm(model):
     return graph_module.eval()
 
 
+def module_calls(graph_module):
+    """{module path: how many times the traced graph calls it}; a module called twice (a
+    shared layer) cannot be folded or rescaled for one of its uses alone."""
+    calls = collections.Counter()
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] += 1
+    return calls
+
+
 def _foldable_pairs(graph_module):
     """(conv node, bn node) pairs that fold, in graph order."""
     modules = dict(graph_module.named_modules())
-    calls = {}
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph_module)
     pairs = []
     for node in graph_module.graph.nodes:
         bn = modules.get(node.target) if node.op == "call_module" else None
