@@ -16,6 +16,7 @@ from torch import nn
 from minicompress import data, measure, models, study, train
 from minicompress.pruning import (
     at_init,
+    ln_structured,
     bn_sparsity,
     channel_selection,
     compensation,
@@ -208,7 +209,7 @@ CASES += sweep(unstructured.prune_unstructured, dict(amount=0.5), [("amount", 0.
 CASES += sweep(unstructured.prune_by_scores, dict(scores={"fc3": torch.ones(10, 84)}, amount=0.5), NOT_MODEL + fractions("amount") + [("scores", {}, TypeError), ("scores", {"fc9": torch.ones(1)}, ValueError), ("scores", {"fc3": torch.ones(3)}, ValueError), ("scores", {"fc3": torch.full((10, 84), NAN)}, ValueError), ("scope", "all", ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(unstructured.prune_to_sparsity, dict(sparsity=0.5), NOT_MODEL + fractions("sparsity") + [("method", "taylor", ValueError), ("scope", 1, ValueError), ("seed", 0.5, TypeError)], models=lenet)  # fmt: skip
 CASES += sweep(unstructured.drop_lowest, dict(scores=[torch.ones(3)], masks=[torch.ones(3, dtype=torch.bool)], k=1), [("scores", torch.ones(3), TypeError), ("scores", [], ValueError), ("scores", [torch.ones(4)], ValueError, "masks[0]"), ("scores", [torch.tensor([1.0, NAN, 0.0])], ValueError, "scores[0]"), ("masks", [torch.ones(3)], ValueError, "masks[0]"), ("k", 4, ValueError), ("k", -1, ValueError), ("k", 1.0, TypeError)])  # fmt: skip
-CASES += sweep(unstructured.prune_ln_structured, dict(amount=0.5), NOT_MODEL + fractions("amount") + [("n", 0, ValueError), ("n", NAN, ValueError), ("n", "2", TypeError), ("dim", 3, ValueError), ("dim", 0.0, TypeError)], models=lenet)  # fmt: skip
+CASES += sweep(ln_structured.prune_ln_structured, dict(amount=0.5), NOT_MODEL + fractions("amount") + [("n", 0, ValueError), ("n", NAN, ValueError), ("n", "2", TypeError), ("dim", 3, ValueError), ("dim", 0.0, TypeError)], models=lenet)  # fmt: skip
 CASES += sweep(n_m.n_m_mask, dict(weight=torch.ones(2, 4)), [("weight", [1.0], TypeError), ("weight", torch.ones(4), ValueError), ("weight", torch.full((2, 4), NAN), ValueError), ("n", 5, ValueError), ("m", 0, ValueError), ("n", 2.0, TypeError)])  # fmt: skip
 CASES += sweep(n_m.prune_n_m, {}, NOT_MODEL + [("n", 0, ValueError), ("m", "4", TypeError), ("exclude", "fc9", ValueError)], models=lenet)  # fmt: skip
 CASES += sweep(
@@ -332,7 +333,7 @@ CORES = {
 }  # fmt: skip
 PUBLIC_MODULES = [
     data, models, train, measure, study, masks, unstructured, n_m, sensitivity, schedules,
-    lottery, at_init, criteria, dependency, surgery, structured, channel_selection,
+    ln_structured, lottery, at_init, criteria, dependency, surgery, structured, channel_selection,
     recalibration, compensation, bn_sparsity, slimming, slim_variants, unit_removal,
 ]  # fmt: skip
 

@@ -13,7 +13,8 @@ Fine-grained masks (weights keep their shape; pruned entries are held at zero by
 
     masks          Mask, prunable_layers, apply_mask, get_mask, is_pruned, sparsity, make_permanent
     unstructured   prune_unstructured (magnitude / random, global / layer), prune_by_scores,
-                   prune_to_sparsity, prune_ln_structured
+                   prune_to_sparsity
+    ln_structured  prune_ln_structured (whole rows / filters by Ln norm, still masks)
     n_m            n_m_mask, prune_n_m (N:M semi-structured, 2:4 for sparse tensor cores)
     sensitivity    sensitivity_scan (accuracy against sparsity, one layer at a time)
     schedules      prune_iteratively, polynomial_sparsity, GradualPruning (a train.fit callback)
@@ -65,12 +66,8 @@ from .masks import (
 from .n_m import n_m_mask, prune_n_m
 from .schedules import GradualPruning, polynomial_sparsity, prune_iteratively
 from .sensitivity import sensitivity_scan
-from .unstructured import (
-    prune_by_scores,
-    prune_ln_structured,
-    prune_to_sparsity,
-    prune_unstructured,
-)
+from .unstructured import prune_by_scores, prune_to_sparsity, prune_unstructured
+from .ln_structured import prune_ln_structured
 from .criteria import (
     CRITERIA,
     bn_scale_scores,

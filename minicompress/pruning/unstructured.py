@@ -1,4 +1,4 @@
-"""Magnitude and random pruning masks: single weights (unstructured) or whole rows (Ln-structured).
+"""Magnitude and random pruning masks on single weights (unstructured).
 
 Han, Pool, Tran, Dally, "Learning both Weights and Connections for Efficient Neural
 Networks", NeurIPS 2015, arXiv:1506.02626: remove the weights of smallest magnitude, then
@@ -8,10 +8,8 @@ random baseline) and k the number of weights to remove,
     τ = k-th smallest s over the weights still alive,   M = M_old ∧ (s > τ)
 
 "global" scope takes one τ over every layer at once (layers with small weights lose more);
-"layer" scope takes a τ per layer, so each layer loses the same fraction. Structured masks
-(Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710) score
-whole rows (output neurons, filters) by their Ln norm and zero the weakest rows; removing
-them physically is the job of `minicompress.pruning.structured`.
+"layer" scope takes a τ per layer, so each layer loses the same fraction. Whole rows by their
+Ln norm are `ln_structured`'s.
 
 Core: drop_lowest(scores, masks, k), the rule above on tensors; the entry points check their
 arguments, compute the scores and commit its masks to the model.
@@ -20,14 +18,11 @@ Entry points:
     prune_unstructured(model, amount, method, scope, exclude)   magnitude or random, exact counts
     prune_by_scores(model, scores, amount, scope)               any importance scores, larger = keep
     prune_to_sparsity(model, sparsity, method, scope, exclude)  top up to a sparsity target
-    prune_ln_structured(model, amount, n, dim, exclude)         whole rows / filters by Ln norm
 
 `amount` is always the fraction of the weights *still alive* to remove, k = round(amount · n_alive),
 the rule of `torch.nn.utils.prune` (whose masks these match), so repeated calls compound:
 two calls with 0.5 leave a quarter of the weights.
 """
-
-import math
 
 import torch
 
@@ -39,7 +34,6 @@ __all__ = [
     "prune_unstructured",
     "prune_by_scores",
     "prune_to_sparsity",
-    "prune_ln_structured",
     "METHODS",
     "SCOPES",
 ]
@@ -157,47 +151,6 @@ def prune_to_sparsity(
     return _commit(layers, masks, model)
 
 
-def prune_ln_structured(model, amount, n=2, dim=0, exclude=()):
-    """Zero whole slices along `dim` (rows of a Linear, filters of a conv) of lowest Ln norm.
-
-    Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, arXiv:1608.08710 (n = 1).
-    For slice j along `dim`, score_j = ‖W[j]‖_n over all other dimensions; among the
-    slices not yet entirely masked, the round(amount · n_alive) of lowest score are zeroed
-    in every layer. Masks only: the layer keeps its shape.
-
-    Shapes: Linear weight (out, in), conv weight (C_out, C_in, kH, kW); dim=0 zeros output
-    neurons / filters, dim=1 input features / channels.
-
-    Args:
-        amount: fraction of the alive slices per layer to remove, a float in [0, 1).
-        n: the norm's order, a number > 0 or math.inf.
-        dim: the dimension whose slices are pruned, an int valid for every pruned weight.
-        exclude: layer names to leave dense; the final classifier is a usual choice, since
-            zeroing its rows removes classes.
-
-    Returns:
-        The model, pruned in place.
-    """
-    amount = _checks.check_fraction(amount, "amount")
-    if n != math.inf:
-        _checks.check_real(n, "n (or math.inf)", low=0, low_open=True)
-    _checks.check_int(dim, "dim")
-    layers = prunable_layers(model, exclude)
-    masks = {}
-    for name, module in layers.items():
-        weight = module.weight.detach()
-        _checks.check_tensor(weight, f"the weight of {name!r}", finite=True)
-        if not -weight.dim() <= dim < weight.dim():
-            raise ValueError(
-                f"dim must be in [{-weight.dim()}, {weight.dim() - 1}] for layer {name!r} "
-                f"with weight shape {tuple(weight.shape)}, got {dim}"
-            )
-        masks[name] = _ln_structured_mask(
-            weight, get_mask(module), amount, n, dim % weight.dim()
-        )
-    return _commit(layers, masks, model)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -281,20 +234,6 @@ def _drop_lowest(layers, scores, scope, count):
         masks = drop_lowest(group_scores, [old[n] for n in names], count(alive, total))
         new.update(zip(names, masks))
     return new
-
-
-def _ln_structured_mask(weight, old, amount, n, dim):
-    other = [d for d in range(weight.dim()) if d != dim]
-    alive_rows = old.sum(dim=other) != 0  # slices not already entirely masked
-    norms = torch.linalg.vector_norm(weight, ord=n, dim=other)  # (weight.shape[dim],)
-    n_alive = int(alive_rows.sum())
-    keep = n_alive - round(amount * n_alive)
-    kept_rows = torch.zeros_like(alive_rows)
-    alive_index = alive_rows.nonzero().flatten()
-    kept_rows[alive_index[torch.topk(norms[alive_rows], keep).indices]] = True
-    shape = [1] * weight.dim()
-    shape[dim] = -1
-    return old & kept_rows.view(shape)
 
 
 def _layers_for_scores(model, scores):
