@@ -21,6 +21,8 @@ from minicompress.quantization import (
     rounding_regularizer,
 )
 
+from model_state import snapshot, unchanged
+
 
 def small_net():
     torch.manual_seed(0)
@@ -32,15 +34,6 @@ def correlated_inputs(n=128, seed=0):
     gen = torch.Generator().manual_seed(seed)
     base = torch.randn(n, 4, generator=gen)
     return base @ torch.randn(4, 12, generator=gen) + 0.1 * torch.randn(n, 12, generator=gen)
-
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    after = model.state_dict()
-    return before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
 
 
 def test_the_constants_are_the_papers():

@@ -15,6 +15,8 @@ from minicompress.quantization import (
     weight_pair,
 )
 
+from model_state import snapshot, unchanged
+
 
 def conv_net():
     torch.manual_seed(0)
@@ -32,15 +34,6 @@ def loader(n=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     # Positive inputs with a nonzero mean, as after a ReLU: where the bias is largest.
     return [(torch.rand(8, 2, 8, 8, generator=gen, dtype=torch.float64), torch.zeros(8)) for _ in range(n)]
-
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    after = model.state_dict()
-    return before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
 
 
 def mean_output_error(corrected, original_biases, data):

@@ -16,6 +16,8 @@ from minicompress.quantization import (
     quantize_weights,
 )
 
+from model_state import snapshot, unchanged
+
 
 def with_statistics(model, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters, so folding spreads the ranges."""
@@ -49,18 +51,6 @@ def ranges_of_pairs(model):
         r1 = w1.detach().abs().reshape(w1.shape[0], -1).amax(1)
         out.append((r1, input_ranges(w2.detach(), getattr(model.get_submodule(second), "groups", 1))))
     return out
-
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    after = model.state_dict()
-    return before.keys() == after.keys() and all(
-        torch.equal(v, after[k]) or (v.isnan() == after[k].isnan()).all() and torch.equal(v.nan_to_num(), after[k].nan_to_num())
-        for k, v in before.items()
-    )
 
 
 def test_pair_equalized_by_hand():

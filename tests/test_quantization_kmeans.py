@@ -19,16 +19,7 @@ from minicompress.quantization import (
     random_init,
 )
 
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    state = model.state_dict()
-    return set(state) == set(before) and all(
-        torch.equal(v, before[k]) for k, v in state.items()
-    )
+from model_state import snapshot, unchanged
 
 
 def test_linear_initialisation_spaces_the_centroids_evenly_from_min_to_max():

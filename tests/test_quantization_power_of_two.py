@@ -16,16 +16,7 @@ from minicompress.quantization import (
     scale_rounding_error,
 )
 
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    state = model.state_dict()
-    return set(state) == set(before) and all(
-        torch.equal(v, before[k]) for k, v in state.items()
-    )
+from model_state import snapshot, unchanged
 
 
 # The rounding table at 3 bits with max|W| = 1 (k_max = 0, k_min = -2: levels 0, 1/4, 1/2, 1).

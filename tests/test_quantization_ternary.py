@@ -16,16 +16,7 @@ from minicompress.quantization import (
     twn_ternarize,
 )
 
-
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def unchanged(model, before):
-    state = model.state_dict()
-    return set(state) == set(before) and all(
-        torch.equal(v, before[k]) for k, v in state.items()
-    )
+from model_state import snapshot, unchanged
 
 
 def small_net():
