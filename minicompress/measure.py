@@ -100,13 +100,40 @@ def macs(model, example_input):
     Counted by `torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per MAC for
     matrix products and convolutions, so MACs = FLOPs / 2. Only matmul-like ops are counted
     (BatchNorm, activations and pooling are not), as in Li et al. 2017 and the MIT labs.
-    Zeros in the weights do not reduce the count: dense kernels multiply them anyway.
+    Zeros in the weights do not reduce the count: dense kernels multiply them anyway. torch's
+    int8 kernels (`torch.ao.quantization`'s converted modules, `quantization.to_backend`) are
+    counted too, as output elements x fan-in of the prepacked weight, the same MACs as the
+    float layer they replace.
     """
     _checks.check_module(model)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_int8_formulas())
     with counter:
         _forward(model, example_input)
     return counter.get_total_flops() // 2
+
+
+# torch.ops.quantized kernels that multiply by a prepacked weight; FlopCounterMode has no
+# formula for them, so without these an int8 model would count 0 MACs.
+_INT8_KERNELS = (
+    "linear", "linear_relu", "linear_dynamic", "linear_relu_dynamic",
+    "linear_with_input_q_dq_qweight_dq_output_fp32", "conv2d", "conv2d_relu",
+)
+
+
+def _int8_flops(*args, out_shape, **kwargs):
+    """FLOPs (2 per MAC) of an int8 kernel: each output element sums fan-in products, the
+    fan-in being the prepacked weight's shape after its first (output) dimension."""
+    packed = next(a for a in args if isinstance(a, torch.ScriptObject))
+    weight = packed.unpack()[0]
+    return 2 * math.prod(out_shape) * math.prod(weight.shape[1:])
+
+
+def _int8_formulas():
+    return {
+        getattr(torch.ops.quantized, name): _int8_flops
+        for name in _INT8_KERNELS
+        if hasattr(torch.ops.quantized, name)
+    }
 
 
 def size_bytes(model, format="dense"):

@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import pytest
 import torch
@@ -62,6 +63,31 @@ def test_macs_scale_with_batch_and_ignore_zeros():
     with torch.no_grad():
         layer.weight.zero_()
     assert measure.macs(layer, torch.zeros(1, 3, 10, 10)) == one
+
+
+@pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines, reason="no x86 int8 engine")
+def test_macs_of_torch_ao_int8_models_match_the_float_model():
+    # Static int8 (grouped conv with fused ReLU, linear) and dynamic int8 (linear) modules of
+    # torch.ao run torch.ops.quantized kernels; each must count the MACs of the float layer.
+    from torch.ao import quantization as tq
+
+    float_model = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)
+    ).eval()
+    x = torch.randn(3, 4, 6, 6)
+    expected = 3 * (6 * 6 * 8 * (2 * 3 * 3) + 8 * 6 * 6 * 5)
+    assert measure.macs(float_model, x) == expected
+    static = nn.Sequential(tq.QuantStub(), copy.deepcopy(float_model), tq.DeQuantStub()).eval()
+    static.qconfig = tq.get_default_qconfig("x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tq.fuse_modules(static, [["1.0", "1.1"]], inplace=True)
+        tq.prepare(static, inplace=True)
+        static(x)
+        tq.convert(static, inplace=True)
+        dynamic = tq.quantize_dynamic(copy.deepcopy(float_model), {nn.Linear}, dtype=torch.qint8)
+    assert type(static[1][0]).__name__ == "ConvReLU2d" and static[1][0].weight().is_quantized
+    assert measure.macs(static, x) == measure.macs(dynamic, x) == expected
 
 
 def test_dense_size_is_four_bytes_per_element_plus_a_small_header():

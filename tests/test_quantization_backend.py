@@ -100,6 +100,15 @@ def test_conv1d_is_refused():
         to_backend(fq)
 
 
+@pytest.mark.parametrize("build", [lenet5, mlp])
+def test_int8_kernels_count_the_macs_of_the_float_layers(build):
+    # torch's flop counter has no formula for torch.ops.quantized; the int8 model does the same
+    # multiply-accumulates as the float model, which torch's own conv and matmul formulas count.
+    float_model = build()
+    x = images(1, 4)[0][0]
+    assert measure.macs(to_backend(quantize_ptq(float_model, images())), x) == measure.macs(float_model, x) > 0
+
+
 def test_study_row_runs_the_int8_backend_model():
     from minicompress import study
 
